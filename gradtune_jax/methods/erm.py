@@ -1,0 +1,63 @@
+"""ERM (class-balanced sampler, shared protocol) and feature extraction with its last checkpoint."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable
+
+import numpy as np
+
+from gradtune_jax.data.dataset import GroupDataset, Split, take
+from gradtune_jax.methods.features import FeatureSet, make_feature_set
+from gradtune_jax.models import HEAD, create_model, init_variables
+from gradtune_jax.train.loop import FitConfig, fit, predict, steps_per_epoch
+from gradtune_jax.train.optim import make_optimizer
+from gradtune_jax.train.state import TrainState, create_state
+from gradtune_jax.train.steps import LossFn, weighted_ce
+
+
+@dataclasses.dataclass(frozen=True)
+class ERMConfig:
+    """Backbone name and fit recipe of the ERM model."""
+
+    model: str = "small_cnn"
+    fit: FitConfig = FitConfig()
+    eval_batch_size: int = 512
+
+
+def init_state(ds: GroupDataset, cfg: ERMConfig, seed: int, init_variables_fn: Callable | None = None,
+               extra: Any = None) -> TrainState:
+    """A fresh train state for `cfg.model` on `ds` (or from `init_variables_fn(model, seed)`)."""
+    model = create_model(cfg.model, ds.n_classes)
+    x0 = take(ds.train.x, np.arange(min(2, len(ds.train))))
+    variables = init_variables_fn(model, seed) if init_variables_fn else init_variables(model, x0, seed)
+    total = cfg.fit.epochs * steps_per_epoch(len(ds.train), cfg.fit.batch_size)
+    return create_state(model, variables, make_optimizer(cfg.fit.optim, total), seed=seed, extra=extra)
+
+
+def train_model(ds: GroupDataset, cfg: ERMConfig, seed: int, *, train: Split | None = None,
+                workdir: str | None = None, loss_fn: LossFn = weighted_ce,
+                weights: np.ndarray | None = None, desc: str = "ERM", progress: bool = True,
+                extra: Any = None, init_variables_fn: Callable | None = None) -> TrainState:
+    """Train `cfg.model` from its initialisation on `train` (default: the whole train split)."""
+    state = init_state(ds, cfg, seed, init_variables_fn, extra)
+    state, _ = fit(state, ds.train if train is None else train, cfg.fit, seed=seed, loss_fn=loss_fn,
+                   weights=weights, workdir=workdir, desc=desc, progress=progress)
+    return state
+
+
+def extract_features(state: TrainState, ds: GroupDataset, seed: int, batch_size: int = 512,
+                     progress: bool = True) -> FeatureSet:
+    """Eval-mode features of every split and the trained head, as a `FeatureSet` for `seed`."""
+    splits = {}
+    for s in ("train", "val", "test"):
+        sp = ds.split(s)
+        _, feats = predict(state, sp.x, batch_size, progress=progress, desc=f"features {s}")
+        splits[s] = dataclasses.replace(sp, x=feats)
+    ds_feats = dataclasses.replace(ds, **splits, input_kind="features")
+    head = {k: np.asarray(v) for k, v in state.params[HEAD].items()}
+    return make_feature_set(ds_feats, head, seed)
+
+
+def erm_checkpoint_dir(root: str, seed: int) -> str:
+    return os.path.join(root, f"seed{seed}", "erm")

@@ -1,0 +1,128 @@
+"""The epoch loop: sampler -> fixed-shape batches -> one jitted, donated step; progress bar;
+checkpoints every N epochs and resume from the latest one."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from gradtune_jax.data.dataset import Split, take
+from gradtune_jax.data.samplers import epoch_indices
+from gradtune_jax.train.checkpoint import Checkpointer
+from gradtune_jax.train.optim import OptimConfig
+from gradtune_jax.train.state import TrainState
+from gradtune_jax.train.steps import LossFn, eval_step, train_step, weighted_ce
+
+SAMPLERS = ("uniform", "class_balanced", "group_balanced", "weighted")
+
+
+@dataclasses.dataclass(frozen=True)
+class FitConfig:
+    """How to train: epochs, batch size, optimizer, sampler, checkpoint cadence."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    optim: OptimConfig = OptimConfig()
+    sampler: str = "class_balanced"
+    checkpoint_every: int = 1  # epochs; 0 saves only at the end
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return -(-n // batch_size)
+
+
+def batches(split: Split, idx: np.ndarray, batch_size: int, augment: Callable | None = None,
+            rng: np.random.Generator | None = None):
+    """Yield fixed-shape batch dicts over `idx`; the last one is padded with weight-0 rows."""
+    for s in range(0, len(idx), batch_size):
+        part = idx[s:s + batch_size]
+        w = np.ones(batch_size, np.float32)
+        if len(part) < batch_size:
+            w[len(part):] = 0.0
+            part = np.concatenate([part, np.full(batch_size - len(part), part[0])])
+        x = take(split.x, part)
+        if augment is not None:
+            x = augment(x, rng)
+        yield {"x": x, "y": split.y[part].astype(np.int32), "g": split.g[part].astype(np.int32), "w": w}
+
+
+def _sampler_labels(split: Split, sampler: str):
+    if sampler == "class_balanced":
+        return split.y
+    if sampler == "group_balanced":
+        return split.g
+    if sampler in ("uniform", "weighted"):
+        return None
+    raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+
+
+def fit(state: TrainState, split: Split, cfg: FitConfig, *, seed: int, loss_fn: LossFn = weighted_ce,
+        weights: np.ndarray | None = None, workdir: str | None = None, augment: Callable | None = None,
+        desc: str = "train", progress: bool = True, put: Callable[[dict], Any] = jax.device_put,
+        step_fn: Callable | None = None) -> tuple[TrainState, list[dict]]:
+    """Train `state` on `split` for `cfg.epochs` epochs; resume from `workdir` if it holds a checkpoint.
+
+    Every random choice of epoch `e` comes from `default_rng([seed, e])`, so a resumed run gives the
+    same parameters as an uninterrupted one. `weights` (per example) drive the "weighted" sampler.
+    `put` places a batch on devices (sharding hook); `step_fn` overrides the jitted step.
+    """
+    if cfg.sampler == "weighted" and weights is None:
+        raise ValueError("sampler 'weighted' needs per-example weights")
+    labels = _sampler_labels(split, cfg.sampler)
+    step = step_fn or jax.jit(functools.partial(train_step, loss_fn=loss_fn), donate_argnums=0)
+    ckpt = Checkpointer(workdir, every=cfg.checkpoint_every) if workdir else None
+    history: list[dict] = []
+    start = 0
+    if ckpt is not None:
+        restored = ckpt.restore(state)
+        if restored is not None:
+            state, meta = restored
+            start, history = int(meta["epoch"]), list(meta["history"])
+    n_steps = steps_per_epoch(len(split), cfg.batch_size)
+    bar = tqdm(total=cfg.epochs * n_steps, initial=start * n_steps, desc=desc, unit="step",
+               disable=not progress, leave=False, dynamic_ncols=True)
+    try:
+        for epoch in range(start, cfg.epochs):
+            rng = np.random.default_rng([seed, epoch])
+            idx = epoch_indices(labels, len(split), len(split), rng,
+                                weights=weights if cfg.sampler == "weighted" else None)
+            for batch in batches(split, idx, cfg.batch_size, augment, rng):
+                state, m = step(state, put(batch))
+                bar.update()
+            metrics = {"epoch": epoch + 1, "loss": float(m["loss"]), "acc": float(m["acc"])}
+            history.append(metrics)
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['acc']:.3f}")
+            if ckpt is not None:
+                ckpt.maybe_save(epoch + 1, state, {"epoch": epoch + 1, "history": history},
+                                final=epoch + 1 == cfg.epochs)
+    finally:
+        bar.close()
+        if ckpt is not None:
+            ckpt.close()
+    return state, history
+
+
+def predict(state: TrainState, x: Any, batch_size: int = 512, put: Callable = jax.device_put,
+            progress: bool = False, desc: str = "eval") -> tuple[np.ndarray, np.ndarray]:
+    """Eval-mode `(logits (N, C), feats (N, D))` over inputs `x`, in fixed-shape batches."""
+    from gradtune_jax.data.dataset import num_examples
+
+    n = num_examples(x)
+    fn = _eval_fn()
+    logits, feats = [], []
+    for s in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, leave=False):
+        part = np.arange(s, min(s + batch_size, n))
+        pad = np.concatenate([part, np.full(batch_size - len(part), part[0])]) if len(part) < batch_size else part
+        lo, fe = fn(state, put(take(x, pad)))
+        logits.append(np.asarray(lo)[:len(part)])
+        feats.append(np.asarray(fe)[:len(part)])
+    return np.concatenate(logits), np.concatenate(feats)
+
+
+@functools.cache
+def _eval_fn():
+    return jax.jit(eval_step)
