@@ -61,3 +61,35 @@ def extract_features(state: TrainState, ds: GroupDataset, seed: int, batch_size:
 
 def erm_checkpoint_dir(root: str, seed: int) -> str:
     return os.path.join(root, f"seed{seed}", "erm")
+
+
+def erm_feature_set(ds: GroupDataset, cfg: ERMConfig, seed: int, root: str | None, *,
+                    progress: bool = True, init_variables_fn: Callable | None = None,
+                    log: Callable[[str], None] = print) -> tuple[FeatureSet, TrainState | None]:
+    """Train (or resume) this seed's ERM model under `root/seed{seed}/erm` and return its cached
+    `FeatureSet` (`root/seed{seed}/features.npz`), reused when recipe and data match.
+
+    Returns the state too when it was (re)loaded, else None (features came from the cache).
+    """
+    import json
+
+    from gradtune_jax.io import atomic_write_json
+    from gradtune_jax.methods.features import cache_path, load_feature_set
+
+    key = {"erm": repr(cfg), "dataset": ds.name, "data_info": repr(sorted(ds.info.items())), "seed": seed}
+    if root is not None:
+        path = cache_path(root, seed)
+        meta = path + ".json"
+        if os.path.exists(path) and os.path.exists(meta):
+            with open(meta) as f:
+                if json.load(f) == key:
+                    log(f"seed {seed}: reusing cached ERM features {path}")
+                    return load_feature_set(path, ds), None
+    workdir = erm_checkpoint_dir(root, seed) if root is not None else None
+    state = train_model(ds, cfg, seed, workdir=workdir, progress=progress, desc=f"ERM seed {seed}",
+                        init_variables_fn=init_variables_fn)
+    fs = extract_features(state, ds, seed, cfg.eval_batch_size, progress=progress)
+    if root is not None:
+        fs.save(path)
+        atomic_write_json(meta, key)
+    return fs, state
