@@ -1,0 +1,135 @@
+"""TRAK scores over an ensemble of checkpoints: streaming featurisation, blockwise scoring.
+
+Per checkpoint m: train features `X_m` are computed chunk by chunk (and `X_m^T X_m` accumulated),
+target features `Phi_m`, `K_m = inv(X_m^T X_m + lambda I) / mean|.|`, then the score matrix is
+accumulated block of train rows by block: `S += (X_m K_m) Phi_m^T`. Finally
+`tau = S / M * mean_m(Q_m)[:, None]` (traker's `finalize_scores`). With `out=path.npy` the
+`(n_train, n_targets)` matrix lives in a memory-mapped `.npy` file, written block by block.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+from tqdm.auto import tqdm
+
+from gradtune_jax.kernels.per_example import KeyPath, data_mesh, replicate, shard_batch
+from gradtune_jax.trak.kernels import ApplyFn, featurize, gram, kernel_inverse, score_block
+
+
+def _num(x: Any) -> int:
+    return len(jax.tree.leaves(x)[0])
+
+
+def _take(x: Any, idx: np.ndarray) -> Any:
+    return jax.tree.map(lambda v: np.asarray(v[idx]), x)
+
+
+def _hashable_path(wrt: KeyPath) -> KeyPath:
+    return None if wrt is None or isinstance(wrt, str) else tuple(wrt)
+
+
+def featurize_dataset(apply_fn: ApplyFn, params: Any, data: tuple[Any, np.ndarray], key: jax.Array, *,
+                      wrt: KeyPath = None, proj_dim: int | None = 2048, proj_type: str = "normal",
+                      block_size: int | None = None, batch_size: int = 256, mesh: Mesh | None = None,
+                      progress: bool = True, desc: str = "TRAK features") -> tuple[np.ndarray, np.ndarray]:
+    """Features `(N, k)` and Q `(N,)` of every example of `data = (x, y)`, in fixed-shape chunks.
+
+    With a `mesh` (default: all devices when there are several) each chunk is sharded over the
+    mesh's `'data'` axis and the parameters replicated; the chunk size is rounded up to a multiple
+    of the device count and the last chunk padded (padding rows are dropped).
+    """
+    x, y = data
+    n = _num(x)
+    if mesh is None and jax.device_count() > 1:
+        mesh = data_mesh()
+    n_dev = 1 if mesh is None else mesh.size
+    bs = -(-min(batch_size, max(n, 1)) // n_dev) * n_dev
+    if mesh is not None:
+        params = replicate(params, mesh)
+    wrt = _hashable_path(wrt)
+    phis, qs = [], []
+    for s in tqdm(range(0, n, bs), desc=desc, disable=not progress, leave=False, unit="chunk"):
+        idx = np.arange(s, min(s + bs, n))
+        pad = np.concatenate([idx, np.full(bs - len(idx), idx[0])])
+        batch = (_take(x, pad), np.asarray(y)[pad].astype(np.int32))
+        if mesh is not None:
+            batch = shard_batch(batch, mesh)
+        phi_NK, q_N = featurize(apply_fn, params, batch[0], batch[1], key, wrt=wrt, proj_dim=proj_dim,
+                                proj_type=proj_type, block_size=block_size)
+        phis.append(np.asarray(phi_NK)[: len(idx)])
+        qs.append(np.asarray(q_N)[: len(idx)])
+    return np.concatenate(phis), np.concatenate(qs)
+
+
+def _open_out(out: str | None, shape: tuple[int, int]) -> tuple[np.ndarray, str | None]:
+    if out is None:
+        return np.zeros(shape, np.float32), None
+    folder = os.path.dirname(os.path.abspath(out))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(out)}.tmp.npy")
+    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+    arr[:] = 0.0
+    return arr, tmp
+
+
+def compute_scores(apply_fn: ApplyFn, checkpoints: Sequence[Any], train: tuple[Any, np.ndarray],
+                   targets: tuple[Any, np.ndarray], proj_dim: int | None = 2048, lambda_reg: float = 0.0,
+                   seed: int = 0, batch_size: int = 256, *, wrt: KeyPath = None, proj_type: str = "normal",
+                   normalize: bool = True, block_size: int | None = None, score_rows: int = 8192,
+                   out: str | None = None, mesh: Mesh | None = None, progress: bool = True) -> np.ndarray:
+    """TRAK attribution scores `tau (n_train, n_targets)`; positive = train example i raises the
+    target's margin.
+
+    Args:
+      apply_fn: `apply_fn(params, x) -> logits (N, C)` (eval mode; close over BatchNorm stats or
+        pass them inside `params` and pick the trainable part with `wrt`).
+      checkpoints: parameter pytrees of the ensemble (M >= 1); checkpoint m projects with
+        `fold_in(key(seed), m)`.
+      train, targets: `(x, y)` pairs; `x` an array, lazy array-like or pytree with a leading axis.
+      proj_dim: projection dimension k; None = no projection (exact, small models only).
+      lambda_reg: ridge term added to `X^T X`.
+      seed: seed of the projections.
+      batch_size: featurisation chunk size.
+      wrt: key or key path of the parameters to differentiate (None = all; e.g. "head").
+      proj_type: "normal" or "rademacher".
+      normalize: divide the kernel inverse by its mean absolute entry (traker; default on).
+      block_size: rows of the projection generated at a time (default ~8M entries per block).
+      score_rows: train rows per scoring block.
+      out: optional `.npy` path; the scores are then a memory map written block by block.
+      mesh: device mesh for sharded featurisation (default: all devices when several).
+      progress: show tqdm bars.
+    """
+    if not checkpoints:
+        raise ValueError("compute_scores needs at least one checkpoint")
+    n_train, n_targets = _num(train[0]), _num(targets[0])
+    scores_NT, tmp = _open_out(out, (n_train, n_targets))
+    q_sum_N = np.zeros(n_train, np.float64)
+    base_key = jax.random.key(seed)
+    kw = dict(wrt=wrt, proj_dim=proj_dim, proj_type=proj_type, block_size=block_size,
+              batch_size=batch_size, mesh=mesh, progress=progress)
+    for m, params in enumerate(tqdm(checkpoints, desc="TRAK checkpoints", disable=not progress, leave=False)):
+        key = jax.random.fold_in(base_key, m)
+        x_NK, q_N = featurize_dataset(apply_fn, params, train, key, desc=f"train features [{m}]", **kw)
+        phi_TK, _ = featurize_dataset(apply_fn, params, targets, key, desc=f"target features [{m}]", **kw)
+        xtx_KK = sum(np.asarray(gram(x_NK[s:s + score_rows]), np.float64)
+                     for s in range(0, n_train, score_rows))
+        kinv_KK = jnp.asarray(kernel_inverse(xtx_KK, lambda_reg, normalize))
+        phi_TK = jnp.asarray(phi_TK)
+        for s in range(0, n_train, score_rows):
+            scores_NT[s:s + score_rows] += np.asarray(score_block(x_NK[s:s + score_rows], kinv_KK, phi_TK))
+        q_sum_N += q_N
+    n_models = len(checkpoints)
+    q_mean_N = (q_sum_N / n_models).astype(np.float32)
+    for s in range(0, n_train, score_rows):
+        scores_NT[s:s + score_rows] = scores_NT[s:s + score_rows] / n_models * q_mean_N[s:s + score_rows, None]
+    if tmp is not None:
+        scores_NT.flush()
+        del scores_NT
+        os.replace(tmp, out)
+        return np.load(out, mmap_mode="r")
+    return scores_NT
