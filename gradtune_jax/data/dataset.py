@@ -21,6 +21,11 @@ def take(x: Any, idx: np.ndarray) -> Any:
     return jax.tree.map(lambda v: v[idx], x)
 
 
+def select(x: Any, idx: np.ndarray) -> Any:
+    """Like `take`, but lazy array-likes with a `subset(idx)` method stay lazy (a view)."""
+    return jax.tree.map(lambda v: v.subset(idx) if hasattr(v, "subset") else v[idx], x)
+
+
 def num_examples(x: Any) -> int:
     return len(jax.tree.leaves(x)[0])
 
@@ -62,7 +67,7 @@ class Split:
     def subset(self, idx: np.ndarray) -> "Split":
         idx = np.asarray(idx)
         gm = None if self.group_masks is None else self.group_masks[idx]
-        return dataclasses.replace(self, x=take(self.x, idx), y=self.y[idx], a=self.a[idx], group_masks=gm)
+        return dataclasses.replace(self, x=select(self.x, idx), y=self.y[idx], a=self.a[idx], group_masks=gm)
 
     def group_counts(self) -> np.ndarray:
         return self.masks().sum(0)

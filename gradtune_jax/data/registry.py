@@ -1,14 +1,30 @@
 """Dataset registry: `load_dataset(name, **kwargs) -> GroupDataset`. The default is the embedded
-Waterbirds-shaped digits, which needs no download."""
+Waterbirds-shaped digits, which needs no download; the real datasets read the user's files
+(`data_dir`, plus options such as `image_size`, `tokenizer_dir`, `source`)."""
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
+from gradtune_jax.data.celeba import load_celeba_age, load_celeba_blond
+from gradtune_jax.data.civilcomments import load_civilcomments
 from gradtune_jax.data.dataset import GroupDataset
 from gradtune_jax.data.digits import make_digits_waterbirds
+from gradtune_jax.data.features import load_features
+from gradtune_jax.data.multinli import load_multinli
+from gradtune_jax.data.waterbirds import load_waterbirds
 
 DEFAULT_DATASET = "digits"
-_LOADERS: dict[str, Callable[..., GroupDataset]] = {"digits": make_digits_waterbirds}
+_LOADERS: dict[str, Callable[..., GroupDataset]] = {
+    "digits": make_digits_waterbirds,
+    "waterbirds": load_waterbirds,
+    "celeba_blond": load_celeba_blond,
+    "celeba_age": load_celeba_age,
+    "multinli": load_multinli,
+    "civilcomments": functools.partial(load_civilcomments, grouping="4"),
+    "civilcomments_wilds": functools.partial(load_civilcomments, grouping="wilds16"),
+    "features": load_features,
+}
 
 
 def register_dataset(name: str, loader: Callable[..., GroupDataset]) -> None:
