@@ -142,8 +142,7 @@ def build_celeba(target: str, per_split: dict[str, tuple[Any, np.ndarray, np.nda
                                               "counts": np.bincount(2 * y + a, minlength=4).tolist()}}
         splits[s] = Split(x=x, y=y, a=a, n_classes=2, n_attrs=2)
     ds = GroupDataset(name=f"celeba_{target}", **splits, **NAMES[target], input_kind="image", info=info)
-    comparable = info["source"] == "files"
-    known = BLOND_COUNTS if target == "blond" and comparable else None
+    known = BLOND_COUNTS if target == "blond" else None  # TFDS celeb_a uses the official partition too
     totals = {s: n for s, n in SPLIT_SIZES.items() if not (target == "age" and s == "train")}
     ds.info["counts_match_known"] = report_counts(ds, known, totals, verbose=verbose)
     return ds

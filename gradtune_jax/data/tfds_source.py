@@ -51,7 +51,11 @@ def read_fields(src: Sequence[dict], fields: Sequence[str], batch_size: int = 10
     get_many = getattr(src, "__getitems__", None)
     for s in range(0, len(src), batch_size):
         keys = list(range(s, min(s + batch_size, len(src))))
-        records = get_many(keys) if get_many is not None else [src[k] for k in keys]
+        try:
+            records = get_many(keys) if get_many is not None else [src[k] for k in keys]
+        except TypeError:  # wrappers without working batch reads (e.g. tfds.testing.mock_data)
+            get_many = None
+            records = [src[k] for k in keys]
         for r in records:
             for f in fields:
                 v: Any = r
