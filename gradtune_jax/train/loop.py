@@ -7,6 +7,7 @@ import functools
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -14,8 +15,9 @@ from gradtune_jax.data.dataset import Split, take
 from gradtune_jax.data.samplers import epoch_indices
 from gradtune_jax.train.checkpoint import Checkpointer
 from gradtune_jax.train.optim import OptimConfig
+from gradtune_jax.train.parallel import check_mode, data_parallel
 from gradtune_jax.train.state import TrainState
-from gradtune_jax.train.steps import LossFn, eval_step, train_step, weighted_ce
+from gradtune_jax.train.steps import LossFn, eval_step, weighted_ce
 
 SAMPLERS = ("uniform", "class_balanced", "group_balanced", "weighted")
 
@@ -29,6 +31,12 @@ class FitConfig:
     optim: OptimConfig = OptimConfig()
     sampler: str = "class_balanced"
     checkpoint_every: int = 1  # epochs; 0 saves only at the end
+    parallel: str = "jit"  # "jit" | "pmap" | "none": see train/parallel.py
+    mixed_precision: bool = False  # bf16 compute, fp32 params and loss (where the model is built)
+
+    @property
+    def compute_dtype(self) -> Any:
+        return jnp.bfloat16 if self.mixed_precision else jnp.float32
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
@@ -62,18 +70,24 @@ def _sampler_labels(split: Split, sampler: str):
 
 def fit(state: TrainState, split: Split, cfg: FitConfig, *, seed: int, loss_fn: LossFn = weighted_ce,
         weights: np.ndarray | None = None, workdir: str | None = None, augment: Callable | None = None,
-        desc: str = "train", progress: bool = True, put: Callable[[dict], Any] = jax.device_put,
+        desc: str = "train", progress: bool = True, put: Callable[[dict], Any] | None = None,
         step_fn: Callable | None = None) -> tuple[TrainState, list[dict]]:
     """Train `state` on `split` for `cfg.epochs` epochs; resume from `workdir` if it holds a checkpoint.
 
     Every random choice of epoch `e` comes from `default_rng([seed, e])`, so a resumed run gives the
     same parameters as an uninterrupted one. `weights` (per example) drive the "weighted" sampler.
-    `put` places a batch on devices (sharding hook); `step_fn` overrides the jitted step.
+    The step runs data-parallel as `cfg.parallel` says (`train/parallel.py`; the returned state is
+    replicated over the devices). `put` places a batch on devices (sharding hook); `step_fn`
+    overrides the step (then `put` defaults to `jax.device_put` and the state is not moved).
     """
     if cfg.sampler == "weighted" and weights is None:
         raise ValueError("sampler 'weighted' needs per-example weights")
     labels = _sampler_labels(split, cfg.sampler)
-    step = step_fn or jax.jit(functools.partial(train_step, loss_fn=loss_fn), donate_argnums=0)
+    if step_fn is None:
+        par = data_parallel(check_mode(cfg.parallel), loss_fn)
+        step, put, place = par.step, put or par.put, par.place
+    else:
+        step, put, place = step_fn, put or jax.device_put, lambda s: s
     ckpt = Checkpointer(workdir, every=cfg.checkpoint_every) if workdir else None
     history: list[dict] = []
     start = 0
@@ -82,6 +96,7 @@ def fit(state: TrainState, split: Split, cfg: FitConfig, *, seed: int, loss_fn: 
         if restored is not None:
             state, meta = restored
             start, history = int(meta["epoch"]), list(meta["history"])
+    state = place(state)
     n_steps = steps_per_epoch(len(split), cfg.batch_size)
     bar = tqdm(total=cfg.epochs * n_steps, initial=start * n_steps, desc=desc, unit="step",
                disable=not progress, leave=False, dynamic_ncols=True)

@@ -21,10 +21,11 @@ class TrainState(train_state.TrainState):
 
 def create_state(model, variables: dict, tx: optax.GradientTransformation, seed: int = 0,
                  extra: Any = None) -> TrainState:
-    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
-                             batch_stats=variables.get("batch_stats", {}),
-                             extra={} if extra is None else extra,
-                             key=jax.random.key_data(jax.random.key(seed)))
+    state = TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                              batch_stats=variables.get("batch_stats", {}),
+                              extra={} if extra is None else extra,
+                              key=jax.random.key_data(jax.random.key(seed)))
+    return state.replace(step=jnp.zeros((), jnp.int32))  # not a weak-typed int: one compilation
 
 
 def variables_of(state: TrainState) -> dict:

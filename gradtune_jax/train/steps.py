@@ -53,19 +53,34 @@ def _apply(state: TrainState, params, x, train: bool, rng=None):
     return logits, aux, state.batch_stats
 
 
-def train_step(state: TrainState, batch: dict, loss_fn: LossFn = weighted_ce) -> tuple[TrainState, dict]:
-    """One optimizer step on `batch`; returns the new state and `{"loss", "acc"}`."""
+def train_step(state: TrainState, batch: dict, loss_fn: LossFn = weighted_ce,
+               axis_name: str | None = None) -> tuple[TrainState, dict]:
+    """One optimizer step on `batch`; returns the new state and `{"loss", "acc"}`.
+
+    With `axis_name` (inside `pmap`, see `train/parallel.py`) `batch` is this device's shard:
+    `loss_fn` and the metrics see the logits and labels of the whole global batch (all-gathered;
+    `x` stays local), gradients and BatchNorm statistics are averaged over the axis, and dropout
+    keys differ per device.
+    """
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
+    labels = batch
+    if axis_name is not None:
+        rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+        labels = jax.lax.all_gather({k: v for k, v in batch.items() if k != "x"}, axis_name, tiled=True)
 
     def objective(params):
         logits, _, new_bs = _apply(state, params, batch["x"], True, rng)
-        loss, new_extra = loss_fn(logits, batch, state.extra)
+        if axis_name is not None:  # d(all_gather) sums the cotangents of every device: pmean below
+            logits = jax.lax.all_gather(logits, axis_name, tiled=True)
+        loss, new_extra = loss_fn(logits, labels, state.extra)
         return loss, (logits, new_bs, new_extra)
 
     (loss, (logits, new_bs, new_extra)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+    if axis_name is not None:
+        grads, new_bs = jax.lax.pmean((grads, new_bs), axis_name)
     state = state.apply_gradients(grads=grads, batch_stats=new_bs, extra=new_extra)
-    w = batch["w"]
-    acc = jnp.sum(w * (jnp.argmax(logits, -1) == batch["y"])) / jnp.maximum(jnp.sum(w), 1e-12)
+    w = labels["w"]
+    acc = jnp.sum(w * (jnp.argmax(logits, -1) == labels["y"])) / jnp.maximum(jnp.sum(w), 1e-12)
     return state, {"loss": loss, "acc": acc}
 
 

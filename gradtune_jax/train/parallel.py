@@ -1,0 +1,128 @@
+"""Data parallelism over all local devices: one option, three modes, one pure step underneath.
+
+- `"jit"` (default, the maintained path): `jax.jit(steps.train_step)` over a 1-D mesh `("data",)`
+  with Auto axis types; batches are sharded `P("data")`, the state is replicated `P()`. The step
+  is ordinary single-device code on the global batch, so it equals the single-device step exactly
+  (BatchNorm statistics are global, dropout masks are the same with JAX's partitionable threefry).
+- `"pmap"`: `jax.pmap(steps.train_step(..., axis_name="data"))`, the state broadcast and returned
+  replicated (`in_axes=None`, `out_axes=None`). Each device runs the step on its shard; the loss
+  and metrics are computed on the all-gathered logits/labels (so any `loss_fn`, GroupDRO included,
+  sees the global batch and its global weight sum), gradients and BatchNorm running statistics are
+  `pmean`-ed. For batch statistics that equal the global batch's in the forward pass, the backbone
+  must reduce them over the axis: backbones opt in with a field `bn_axis_name` (passed to
+  `nn.BatchNorm(axis_name=...)`), which this mode sets to `"data"`; without it the statistics are
+  per-device (the flax imagenet example's behaviour) and only the running averages are averaged.
+  Dropout keys differ per device, so masks differ from the single-device step's.
+- `"none"`: plain `jax.jit` on the default device (the historical behaviour).
+
+A global batch that does not divide by the device count is padded to the next multiple with
+weight-0 copies of its first row (the loop already pads the ragged last batch the same way), so
+every step has one shape and compiles once. Weight-0 rows change no loss, gradient or metric, but
+they do enter BatchNorm's train-mode batch statistics, as the loop's padding does on one device.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+from gradtune_jax.train.state import TrainState
+from gradtune_jax.train.steps import LossFn, train_step, weighted_ce
+
+MODES = ("jit", "pmap", "none")
+DATA_AXIS = "data"
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"parallel must be one of {MODES}, got {mode!r}")
+    return mode
+
+
+def data_mesh(devices: list | None = None) -> Mesh:
+    """A 1-D mesh `("data",)` with an Auto axis over `devices` (default: all local devices)."""
+    devices = jax.local_devices() if devices is None else list(devices)
+    return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types=(AxisType.Auto,), devices=devices)
+
+
+def pad_batch(batch: Any, multiple: int) -> Any:
+    """Pad every leaf's leading axis to a multiple of `multiple` with copies of row 0; `w` (the
+    per-example weight, when `batch` is a dict holding it) is 0 on the added rows."""
+    n = len(jax.tree.leaves(batch)[0])
+    extra = -n % multiple
+    if extra == 0:
+        return batch
+    rows = np.concatenate([np.arange(n), np.zeros(extra, np.int64)])
+    out = jax.tree.map(lambda v: v[rows], batch)
+    if isinstance(batch, dict) and "w" in batch:
+        out["w"] = np.concatenate([np.asarray(batch["w"], np.float32), np.zeros(extra, np.float32)])
+    return out
+
+
+def sync_batchnorm_apply(apply_fn: Callable) -> Callable | None:
+    """`apply` of the same `Classifier` with its backbone's `bn_axis_name` set to `DATA_AXIS`, or
+    None when `apply_fn` is not a Classifier's bound `apply` or the backbone has no such field."""
+    model = getattr(apply_fn, "__self__", None)
+    backbone = getattr(model, "backbone", None)
+    if backbone is None or not hasattr(backbone, "bn_axis_name"):
+        return None
+    return model.clone(backbone=backbone.clone(bn_axis_name=DATA_AXIS)).apply
+
+
+@dataclasses.dataclass(frozen=True)
+class DataParallel:
+    """A placed train step: `state = place(state)` once, then `state, m = step(state, put(batch))`.
+
+    `put` takes a host batch of any size; `step` returns the state in the layout `place` gives
+    (replicated over `mesh` for "jit"/"pmap"), usable by ordinary jitted code such as `predict`.
+    """
+
+    mode: str
+    mesh: Mesh | None
+    step: Callable[[TrainState, Any], tuple[TrainState, dict]]
+    put: Callable[[dict], Any]
+    place: Callable[[Any], Any]
+
+    @property
+    def n_devices(self) -> int:
+        return 1 if self.mesh is None else self.mesh.size
+
+
+def _pmap_body(loss_fn: LossFn, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    synced = sync_batchnorm_apply(state.apply_fn)
+    inner = state if synced is None else state.replace(apply_fn=synced)
+    inner, metrics = train_step(inner, batch, loss_fn, axis_name=DATA_AXIS)
+    return inner.replace(apply_fn=state.apply_fn), metrics
+
+
+def data_parallel(mode: str = "jit", loss_fn: LossFn = weighted_ce, devices: list | None = None) -> DataParallel:
+    """The train step, batch placement and state placement of `mode` ("jit" | "pmap" | "none")."""
+    check_mode(mode)
+    if mode == "none":
+        step = jax.jit(functools.partial(train_step, loss_fn=loss_fn), donate_argnums=0)
+        return DataParallel(mode, None, step, jax.device_put, lambda state: state)
+    mesh = data_mesh(devices)
+    n = mesh.size
+    replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
+
+    def place(state):
+        return jax.device_put(state, replicated)
+
+    if mode == "jit":
+        step = jax.jit(functools.partial(train_step, loss_fn=loss_fn), in_shardings=(replicated, sharded),
+                       out_shardings=(replicated, replicated), donate_argnums=0)
+
+        def put(batch):
+            return jax.device_put(pad_batch(batch, n), sharded)
+    else:
+        step = jax.pmap(functools.partial(_pmap_body, loss_fn), axis_name=DATA_AXIS, in_axes=(None, 0),
+                        out_axes=None, devices=list(mesh.devices.flat))
+
+        def put(batch):
+            per_device = jax.tree.map(lambda v: v.reshape(n, -1, *v.shape[1:]), pad_batch(batch, n))
+            return jax.device_put(per_device, sharded)
+    return DataParallel(mode, mesh, step, put, place)
