@@ -27,8 +27,9 @@ class ERMConfig:
 
 def init_state(ds: GroupDataset, cfg: ERMConfig, seed: int, init_variables_fn: Callable | None = None,
                extra: Any = None) -> TrainState:
-    """A fresh train state for `cfg.model` on `ds` (or from `init_variables_fn(model, seed)`)."""
-    model = create_model(cfg.model, ds.n_classes)
+    """A fresh train state for `cfg.model` on `ds` (or from `init_variables_fn(model, seed)`); bf16
+    compute with `cfg.fit.mixed_precision` (params stay float32)."""
+    model = create_model(cfg.model, ds.n_classes, dtype=cfg.fit.compute_dtype)
     x0 = take(ds.train.x, np.arange(min(2, len(ds.train))))
     variables = init_variables_fn(model, seed) if init_variables_fn else init_variables(model, x0, seed)
     total = cfg.fit.epochs * steps_per_epoch(len(ds.train), cfg.fit.batch_size)
