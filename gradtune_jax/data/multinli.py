@@ -107,14 +107,16 @@ def load_multinli(data_dir: str | None = None, tokenizer_dir: str | None = None,
       source: "files", or "tfds" (group_DRO's random split when `metadata_path` is given, else TFDS'
         own splits: train / validation_matched as val / validation_mismatched as test).
       negation: "text" computes a from the hypothesis; "metadata" uses `sentence2_has_negation`.
+      metadata_path: `metadata_random.csv` elsewhere than in `data_dir` (needed for "tfds" to use
+        group_DRO's split; its jsonl files are then looked up next to it).
       verbose: print per-split group counts (warning when they differ from group_DRO's).
     """
     if negation not in ("text", "metadata"):
         raise UserError(f"negation must be 'text' or 'metadata', got {negation!r}")
-    if source == "files":
+    if source == "files" and metadata_path is None:
         data_dir = require_dir(data_dir, "multinli", "a folder with metadata_random.csv and the MultiNLI jsonl files")
-        metadata_path = metadata_path or os.path.join(data_dir, "metadata_random.csv")
-    elif source != "tfds":
+        metadata_path = os.path.join(data_dir, "metadata_random.csv")
+    elif source not in ("files", "tfds"):
         raise UserError(f"source must be 'files' or 'tfds', got {source!r}")
     meta_neg = None
     if metadata_path is not None:
