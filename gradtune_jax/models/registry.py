@@ -6,12 +6,23 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from gradtune_jax.models.bert import BERT_TINY, bert
 from gradtune_jax.models.classifier import Classifier
+from gradtune_jax.models.resnet import resnet
 from gradtune_jax.models.small_cnn import SmallCNN
 
 _BACKBONES: dict[str, Callable[..., Any]] = {
     "small_cnn": lambda dtype, **kw: SmallCNN(dtype=dtype, **kw),
     "tiny_cnn": lambda dtype, **kw: SmallCNN(widths=(8, 16), dtype=dtype, **kw),
+    # ImageNet-style ResNets (224 px inputs); kwargs: width (64 standard).
+    "resnet18": lambda dtype, **kw: resnet(18, dtype, **kw),
+    "resnet50": lambda dtype, **kw: resnet(50, dtype, **kw),
+    # 3x3 stride-1 stem, no max-pool: for 16-64 px images.
+    "resnet18_small": lambda dtype, **kw: resnet(18, dtype, small_input=True, **kw),
+    "resnet50_small": lambda dtype, **kw: resnet(50, dtype, small_input=True, **kw),
+    # BERT-base by default; kwargs: config (a BertConfig / dict) and field overrides.
+    "bert": lambda dtype, **kw: bert(dtype, **kw),
+    "bert_tiny": lambda dtype, **kw: bert(dtype, **{"config": BERT_TINY, **kw}),
 }
 
 
