@@ -177,7 +177,7 @@ def load_celeba(data_dir: str | None = None, target: str = "blond", image_size: 
         img_dir, files, attrs, split = read_celeba_files(data_dir, (TARGETS[target], SPURIOUS))
         if check_files:
             check_images(img_dir, files)
-        parts = split_indices(split, os.path.join(data_dir, "list_eval_partition"))
+        parts = split_indices(split, os.path.join(data_dir, "list_eval_partition.*"))
         per_split = {s: (LazyImages([files[i] for i in idx], image_size, root=img_dir, square=square,
                                     crop_fraction=crop_fraction, num_workers=num_workers),
                          attrs[idx, 0], attrs[idx, 1]) for s, idx in parts.items()}

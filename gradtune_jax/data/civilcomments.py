@@ -67,10 +67,10 @@ def load_civilcomments(data_dir: str | None = None, tokenizer_dir: str | None = 
         data_dir = require_dir(data_dir, "civilcomments", f"a folder with {CSV_NAME}")
         where, texts, tox, ident, split = read_wilds_csv(data_dir)
     elif source == "tfds":
-        from gradtune_jax.data.tfds_source import civilcomments_tfds
+        from gradtune_jax.data.tfds_source import CIVIL, civilcomments_tfds
 
         t = civilcomments_tfds(data_dir)
-        where = data_dir
+        where = f"TFDS {CIVIL} in {data_dir or 'the default data dir'}"
         texts = [s for sp in SPLITS for s in t[sp]["text"]]
         tox = np.concatenate([t[sp]["toxicity"] for sp in SPLITS])
         ident = np.concatenate([t[sp]["identities"] for sp in SPLITS])

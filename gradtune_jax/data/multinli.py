@@ -108,7 +108,7 @@ def load_multinli(data_dir: str | None = None, tokenizer_dir: str | None = None,
         own splits: train / validation_matched as val / validation_mismatched as test).
       negation: "text" computes a from the hypothesis; "metadata" uses `sentence2_has_negation`.
       metadata_path: `metadata_random.csv` elsewhere than in `data_dir` (needed for "tfds" to use
-        group_DRO's split; its jsonl files are then looked up next to it).
+        group_DRO's split); the jsonl files are read from `data_dir`, else from next to it.
       verbose: print per-split group counts (warning when they differ from group_DRO's).
     """
     if negation not in ("text", "metadata"):
@@ -136,7 +136,7 @@ def load_multinli(data_dir: str | None = None, tokenizer_dir: str | None = None,
         elif "sentence1" in cols and "sentence2" in cols:
             prem, hyp = cols["sentence1"], cols["sentence2"]
         else:
-            prem, hyp, text_labels = read_jsonl_pairs(os.path.dirname(metadata_path) or ".")
+            prem, hyp, text_labels = read_jsonl_pairs(data_dir or os.path.dirname(metadata_path) or ".")
             _check_aligned(metadata_path, labels, text_labels, "the MultiNLI jsonl files")
         comparable = True
     else:
