@@ -42,6 +42,14 @@ def _render(digits_8: np.ndarray, place: np.ndarray, size: int, rng: np.random.G
     return np.clip(img, 0.0, 1.0).astype(np.float32)
 
 
+def source_partition(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Disjoint source-digit indices for train / val / test (fractions `SOURCE_FRACTIONS`)."""
+    perm = rng.permutation(n)
+    cut1 = int(SOURCE_FRACTIONS["train"] * n)
+    cut2 = cut1 + int(SOURCE_FRACTIONS["val"] * n)
+    return {"train": perm[:cut1], "val": perm[cut1:cut2], "test": perm[cut2:]}
+
+
 def make_digits_waterbirds(seed: int = 0, size: int = 16, noise: float = 0.02, shift: int = 1,
                            bg_jitter: float = 0.2, counts: dict | None = None) -> GroupDataset:
     """Build the Waterbirds-shaped digits dataset, deterministic in `seed`.
@@ -63,12 +71,9 @@ def make_digits_waterbirds(seed: int = 0, size: int = 16, noise: float = 0.02, s
     imgs = (digits.images / 16.0).astype(np.float32)
     labels = (digits.target >= 5).astype(np.int64)
     rng = np.random.default_rng(seed)
-    perm = rng.permutation(len(imgs))
-    bounds = np.cumsum([0] + [int(SOURCE_FRACTIONS[s] * len(imgs)) for s in ("train", "val")] + [len(imgs)])
-    bounds[-1] = len(imgs)
+    sources = source_partition(len(imgs), rng)
     splits = {}
-    for si, name in enumerate(("train", "val", "test")):
-        src = perm[bounds[si]:bounds[si + 1]]
+    for name, src in sources.items():
         xs, ys, as_ = [], [], []
         for gid, n in enumerate(counts[name]):
             y, a = divmod(gid, 2)
