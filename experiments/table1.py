@@ -135,7 +135,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = not args.no_progress and sys.stderr.isatty()
     t0 = time.perf_counter()
     ds = load_dataset(cfg.dataset, **cfg.dataset_kwargs)
-    print(f"{ds.name}: per-split group counts\n{ds.count_table()}")
     init_fn = pretrained_init(cfg.erm.model, args.weights, ds.n_classes)
     results = run_methods(ds, cfg, methods, cfg.seeds, out, hparams={"gradtune": cfg.gradtune},
                           selection=args.selection, progress=progress, init_variables_fn=init_fn)

@@ -71,3 +71,38 @@ def test_help_lists_every_option():
     for opt in ("--dataset", "--seeds", "--methods", "--out", "--size", "--k", "--ft-epochs", "--ft-lr",
                 "--erm-epochs", "--retrain", "--selection"):
         assert opt in r.stdout
+
+
+def test_cli_on_generated_waterbirds_folder(tmp_path):
+    from gradtune_jax.data.synthetic import write_waterbirds_folder
+
+    data = tmp_path / "wb"
+    write_waterbirds_folder(str(data), counts={"train": (30, 6, 6, 30), "val": (8, 8, 8, 8), "test": (8, 8, 8, 8)},
+                            image_size=20, seed=0)
+    out = tmp_path / "out"
+    r = _cli("--dataset", "waterbirds", "--data-dir", str(data), "--model", "tiny_cnn", "--image-size", "16",
+             "--seeds", "0", "--erm-epochs", "1", "--ft-epochs", "2", "--out", str(out), "--no-progress")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = (out / "table1.csv").read_text().splitlines()
+    assert rows[1].startswith("waterbirds,erm,") and len(rows) == 4
+
+
+def test_cli_on_features_npz(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n, d = 300, 6
+    y = rng.integers(0, 2, n)
+    a = np.where(rng.random(n) < 0.8, y, 1 - y)
+    feats = rng.normal(size=(n, d)) + 2.0 * y[:, None] * np.eye(d)[0] + 2.0 * a[:, None] * np.eye(d)[1]
+    split = np.repeat([0, 1, 2], n // 3)
+    np.savez(tmp_path / "f.npz", features=feats.astype(np.float32), y=y, a=a, split=split)
+    out = tmp_path / "out"
+    assert table1.main(["--dataset", "features", "--data-dir", str(tmp_path / "f.npz"), "--seeds", "0",
+                        "--erm-epochs", "2", "--ft-epochs", "2", "--out", str(out), "--no-progress"]) == 0
+    assert (out / "table1.csv").read_text().count("features,") == 3
+
+
+def test_missing_data_dir_is_one_line_exit_2(tmp_path):
+    r = _cli("--dataset", "waterbirds", "--data-dir", str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "nope" in r.stderr

@@ -9,14 +9,24 @@ from typing import Callable
 from gradtune_jax.data.celeba import load_celeba_age, load_celeba_blond
 from gradtune_jax.data.civilcomments import load_civilcomments
 from gradtune_jax.data.dataset import GroupDataset
-from gradtune_jax.data.digits import make_digits_waterbirds
+from gradtune_jax.data.digits import WATERBIRDS_COUNTS, make_digits_waterbirds
+from gradtune_jax.data.files import report_counts
 from gradtune_jax.data.features import load_features
 from gradtune_jax.data.multinli import load_multinli
 from gradtune_jax.data.waterbirds import load_waterbirds
 
 DEFAULT_DATASET = "digits"
+
+
+def load_digits_waterbirds(verbose: bool = True, **kwargs) -> GroupDataset:
+    """The embedded dataset, with its per-split group counts printed like every other loader."""
+    ds = make_digits_waterbirds(**kwargs)
+    report_counts(ds, WATERBIRDS_COUNTS if "counts" not in kwargs else None, verbose=verbose)
+    return ds
+
+
 _LOADERS: dict[str, Callable[..., GroupDataset]] = {
-    "digits": make_digits_waterbirds,
+    "digits": load_digits_waterbirds,
     "waterbirds": load_waterbirds,
     "celeba_blond": load_celeba_blond,
     "celeba_age": load_celeba_age,

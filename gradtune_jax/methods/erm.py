@@ -74,6 +74,8 @@ def erm_feature_set(ds: GroupDataset, cfg: ERMConfig, seed: int, root: str | Non
     """
     import json
 
+    if ds.input_kind == "features":
+        return features_erm(ds, cfg, seed, log), None
     from gradtune_jax.io import atomic_write_json
     from gradtune_jax.methods.features import cache_path, load_feature_set
 
@@ -94,3 +96,17 @@ def erm_feature_set(ds: GroupDataset, cfg: ERMConfig, seed: int, root: str | Non
         fs.save(path)
         atomic_write_json(meta, key)
     return fs, state
+
+
+def features_erm(ds: GroupDataset, cfg: ERMConfig, seed: int, log: Callable[[str], None] = print) -> FeatureSet:
+    """`FeatureSet` of a precomputed-features dataset: its own ERM head when the file has one, else a
+    head trained class-balanced on the train features (recipe `cfg.fit`, head reset)."""
+    from gradtune_jax.train.last_layer import HeadConfig, init_head, train_head
+
+    head = ds.info.get("head")
+    if head is None:
+        log(f"seed {seed}: no ERM head in the features file; training one on the train features")
+        hc = HeadConfig(epochs=cfg.fit.epochs, batch_size=cfg.fit.batch_size, optim=cfg.fit.optim,
+                        sampler="class_balanced", reset=True)
+        head = train_head(init_head(ds.train.x.shape[1], ds.n_classes, seed), ds.train.x, ds.train.y, hc, seed)
+    return make_feature_set(ds, head, seed)
