@@ -58,13 +58,20 @@ def register_method(method: Method) -> Method:
     return method
 
 
+def _load_baselines() -> None:
+    """Import `methods.baselines` once; it registers the baseline rows (lazy: it imports this module)."""
+    import gradtune_jax.methods.baselines  # noqa: F401
+
+
 def get_method(name: str) -> Method:
+    _load_baselines()
     if name not in _METHODS:
         raise ValueError(f"unknown method {name!r}; expected one of {method_names()}")
     return _METHODS[name]
 
 
 def method_names() -> list[str]:
+    _load_baselines()
     return list(_METHODS)
 
 

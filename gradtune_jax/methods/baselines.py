@@ -1,0 +1,174 @@
+"""The baseline rows of both papers' tables, registered in `methods.registry`.
+
+Each entry states the paper row label, which group labels the method itself needs (train / the
+held-out half D), whether it is last-layer (cached `FeatureSet` only) or full retraining, its
+default hyperparameters per dataset family (`vision` / `text`), the selection regime its paper
+used, and a uniform `run(ctx) -> MethodOutput`.
+
+Before a method runs, the data it gets is guarded (`methods.selection`): group labels it may not
+read are hidden (reading them raises) or, for training splits of group-free retraining methods,
+replaced by zeros, so a group-free method cannot leak them. Validation groups of the
+model-selection half are readable only under the `oracle` regime.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import numpy as np
+
+from gradtune_jax.data.dataset import GroupDataset
+from gradtune_jax.methods.afr import AFRConfig, afr
+from gradtune_jax.methods.cb_llr import cb_llr
+from gradtune_jax.methods.dfr import DFRConfig, dfr
+from gradtune_jax.methods.early import early_logits
+from gradtune_jax.methods.gradtune import GradTuneConfig
+from gradtune_jax.methods.group_dro import GroupDROConfig, group_dro
+from gradtune_jax.methods.jtt import JTTConfig, jtt
+from gradtune_jax.methods.registry import Method, MethodOutput, RunContext, head_output, register_method
+from gradtune_jax.methods.retrain import predict_labels
+from gradtune_jax.methods.reweight import rwg, subg
+from gradtune_jax.methods.selection import REGIMES, guard_dataset, guard_features
+from gradtune_jax.methods.self_ft import SELFConfig, self_finetune
+from gradtune_jax.methods.ula import ULAConfig, ula
+
+
+@dataclasses.dataclass(frozen=True)
+class BaselineSpec:
+    """What a baseline needs and how the paper ran it."""
+
+    train_groups: bool  # reads train group labels
+    heldout_groups: bool  # reads the group labels of the held-out half D (DFR)
+    paper_selection: str  # the regime of the paper's row
+    defaults: dict[str, Any]  # family ("vision" / "text") -> config object (or None)
+
+
+SPECS: dict[str, BaselineSpec] = {}
+# Row order of the GradTune paper's Table 1, then the attribution paper's extra rows.
+PAPER_ORDER = ("group_dro", "jtt", "dfr", "self", "afr", "erm", "random_finetune", "ula", "gradtune",
+               "cb_llr", "rwg", "subg")
+
+
+def family(ds: GroupDataset) -> str:
+    """`text` for tokenised inputs, else `vision` (images and cached features)."""
+    return "text" if ds.input_kind == "text" else "vision"
+
+
+def group_label_use(name: str, regime: str) -> str:
+    """The "train/val" group-label use of a run, e.g. `no/yes` (val: D's groups or oracle selection)."""
+    spec = SPECS.get(name)
+    train = spec is not None and spec.train_groups
+    val = (spec is not None and spec.heldout_groups) or regime == "oracle"
+    return f"{'yes' if train else 'no'}/{'yes' if val else 'no'}"
+
+
+def method_config(ctx: RunContext, name: str) -> Any:
+    """`ctx.hparams[name]` if given, else the family default."""
+    return ctx.hparams.get(name) or SPECS[name].defaults[family(ctx.ds)]
+
+
+def _head_cfg(ctx: RunContext):
+    return ctx.hparams.get("gradtune", GradTuneConfig()).head
+
+
+def _guarded(ctx: RunContext, name: str) -> tuple[GroupDataset, Any]:
+    """The raw dataset and feature set with every group label `name` may not read hidden."""
+    spec, sel = SPECS[name], ctx.selection == "oracle"
+    ds = ctx.ds
+    if not spec.train_groups:  # training code builds `g` batches: zeros carry no group information
+        ds = dataclasses.replace(ds, train=dataclasses.replace(ds.train, a=np.zeros_like(ds.train.y),
+                                                               group_masks=None))
+    val_groups: np.ndarray | bool = True if sel else False
+    if spec.heldout_groups and not sel:
+        val_groups = ctx.fs.heldout
+    ds = guard_dataset(ds, train_groups=True, val_groups=val_groups)
+    fs = guard_features(ctx.fs, train_groups=spec.train_groups, heldout_groups=spec.heldout_groups or sel,
+                        selection_groups=sel)
+    return ds, fs
+
+
+def _actual(ctx: RunContext, info: dict) -> str:
+    """The regime that actually chose something (`fixed` when nothing was scored)."""
+    return ctx.selection if info.get("scores") or info.get("epoch_scores") else "fixed"
+
+
+def _register(name: str, label: str, kind: str, spec: BaselineSpec, run: Callable[[RunContext], MethodOutput],
+              selections: tuple[str, ...] = REGIMES) -> None:
+    SPECS[name] = spec
+    register_method(Method(name, label, group_label_use(name, spec.paper_selection), kind, run, selections))
+
+
+def _val_select(ctx: RunContext, ds: GroupDataset):
+    return ds.val.subset(ctx.fs.selection)
+
+
+def run_dfr(ctx: RunContext) -> MethodOutput:
+    _, fs = _guarded(ctx, "dfr")
+    head, info = dfr(fs.D, fs.val_select, method_config(ctx, "dfr"), ctx.seed, ctx.selection)
+    return head_output(ctx.fs, head, info, _actual(ctx, info))
+
+
+def run_afr(ctx: RunContext) -> MethodOutput:
+    _, fs = _guarded(ctx, "afr")
+    head, info = afr(fs.head, fs.D, fs.val_select, method_config(ctx, "afr"), ctx.selection)
+    return head_output(ctx.fs, head, info, _actual(ctx, info))
+
+
+def run_self(ctx: RunContext) -> MethodOutput:
+    ds, fs = _guarded(ctx, "self")
+    cfg: SELFConfig = method_config(ctx, "self")
+    early = None
+    if cfg.score == "es_disagreement":
+        early = early_logits(ds, ctx.config.erm, cfg.early_epochs, ctx.seed, ctx.progress)["val"][fs.heldout]
+    head, info = self_finetune(fs, _head_cfg(ctx), cfg, ctx.seed, ctx.selection, early)
+    return head_output(ctx.fs, head, info, _actual(ctx, info))
+
+
+def run_cb_llr(ctx: RunContext) -> MethodOutput:
+    _, fs = _guarded(ctx, "cb_llr")
+    return head_output(ctx.fs, cb_llr(fs, _head_cfg(ctx), ctx.seed))
+
+
+def _retrain(name: str, fn: Callable) -> Callable[[RunContext], MethodOutput]:
+    def run(ctx: RunContext) -> MethodOutput:
+        ds, _ = _guarded(ctx, name)
+        state, info = fn(ctx, ds, _val_select(ctx, ds))
+        pred = predict_labels(state, ctx.ds.test.x, ctx.config.erm.eval_batch_size)
+        return MethodOutput(pred_test=pred, info=info, selection=_actual(ctx, info))
+
+    return run
+
+
+def run_ula(ctx: RunContext) -> MethodOutput:
+    ds, _ = _guarded(ctx, "ula")
+    pred, info = ula(ds, ctx.config.erm, method_config(ctx, "ula"), ctx.seed, ctx.fs.selection, ctx.selection)
+    return MethodOutput(pred_test=pred, info=info, selection=_actual(ctx, info))
+
+
+def _both(cfg: Any) -> dict[str, Any]:
+    return {"vision": cfg, "text": cfg}
+
+
+def register_baselines() -> None:
+    """Register every baseline row (idempotent)."""
+    _register("group_dro", "Group DRO", "retrain", BaselineSpec(True, False, "oracle", _both(GroupDROConfig())),
+              _retrain("group_dro", lambda c, ds, v: group_dro(ds, c.config.erm, method_config(c, "group_dro"),
+                                                               c.seed, v, c.selection, c.progress)))
+    _register("jtt", "JTT", "retrain", BaselineSpec(False, False, "oracle", {
+        "vision": JTTConfig(), "text": JTTConfig(id_epochs=1, lambda_up=6.0, lambda_grid=(6.0,))}),
+        _retrain("jtt", lambda c, ds, v: jtt(ds, c.config.erm, method_config(c, "jtt"), c.seed, v, c.selection,
+                                             c.progress)))
+    _register("dfr", "DFR", "last_layer", BaselineSpec(False, True, "oracle", _both(DFRConfig())), run_dfr)
+    _register("self", "SELF", "last_layer", BaselineSpec(False, False, "oracle", {
+        "vision": SELFConfig(), "text": SELFConfig(early_epochs=1)}), run_self)
+    _register("afr", "AFR", "last_layer", BaselineSpec(False, False, "oracle", _both(AFRConfig())), run_afr)
+    _register("ula", "uLA", "retrain", BaselineSpec(False, False, "worst-class", _both(ULAConfig())), run_ula)
+    _register("cb_llr", "CB-LLR", "last_layer", BaselineSpec(False, False, "fixed", _both(None)), run_cb_llr,
+              ("fixed",))
+    _register("rwg", "RWG", "retrain", BaselineSpec(True, False, "oracle", _both(None)),
+              _retrain("rwg", lambda c, ds, v: rwg(ds, c.config.erm, c.seed, v, c.selection, c.progress)))
+    _register("subg", "SUBG", "retrain", BaselineSpec(True, False, "oracle", _both(None)),
+              _retrain("subg", lambda c, ds, v: subg(ds, c.config.erm, c.seed, v, c.selection, progress=c.progress)))
+
+
+register_baselines()

@@ -1,0 +1,57 @@
+"""JTT (Liu et al., 2021): error set of an early ERM model, then retraining with it upsampled.
+
+The identification model is the early ERM checkpoint (`methods.early`, T epochs of the ERM
+recipe); the error set is the train examples it misclassifies (eval mode). The second model is
+trained from scratch with per-example sampling weight `lambda_up` on the error set and 1 elsewhere
+(the "weighted" sampler, epoch length |train|: in expectation the upsampled data set of the paper
+at the cost of one ERM epoch). `lambda_up` and the retraining epoch are selected by the regime.
+Needs no train group labels.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from gradtune_jax.data.dataset import GroupDataset, Split
+from gradtune_jax.methods.early import early_logits
+from gradtune_jax.methods.erm import ERMConfig
+from gradtune_jax.methods.retrain import predict_labels, train_selected
+from gradtune_jax.methods.selection import grid, select
+from gradtune_jax.train.state import TrainState
+
+
+@dataclasses.dataclass(frozen=True)
+class JTTConfig:
+    """`id_epochs` T, the fixed-regime `lambda_up`, and the searched `lambda_grid`."""
+
+    id_epochs: int = 5
+    lambda_up: float = 100.0
+    lambda_grid: tuple[float, ...] = (100.0,)
+
+
+def error_set(logits_NC: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Boolean mask of the misclassified examples."""
+    return np.asarray(logits_NC).argmax(-1) != np.asarray(y)
+
+
+def upsample_weights(errors: np.ndarray, lambda_up: float) -> np.ndarray:
+    """Sampling weight `lambda_up` on the error set, 1 elsewhere."""
+    return np.where(np.asarray(errors, bool), float(lambda_up), 1.0)
+
+
+def jtt(ds: GroupDataset, erm: ERMConfig, cfg: JTTConfig, seed: int, val_select: Split, regime: str,
+        progress: bool = False) -> tuple[TrainState, dict]:
+    """JTT's final model and info (error-set size, chosen `lambda_up` and epoch, scores)."""
+    errors = error_set(early_logits(ds, erm, cfg.id_epochs, seed, progress)["train"], ds.train.y)
+    fit_cfg = dataclasses.replace(erm, fit=dataclasses.replace(erm.fit, sampler="weighted"))
+
+    def fit(hp: dict) -> tuple[TrainState, dict]:
+        return train_selected(ds, fit_cfg, seed, val_select=val_select, regime=regime,
+                              weights=upsample_weights(errors, hp["lambda_up"]), desc="JTT", progress=progress)
+
+    sel = select(grid(lambda_up=cfg.lambda_grid), {"lambda_up": cfg.lambda_up}, fit,
+                 lambda m: predict_labels(m[0], val_select.x, erm.eval_batch_size), val_select, regime)
+    state, ep = sel.model
+    return state, {"n_errors": int(errors.sum()), "lambda_up": sel.hparams["lambda_up"], "epoch": ep["epoch"],
+                   "epoch_scores": ep["epoch_scores"], "scores": sel.scores}

@@ -1,0 +1,108 @@
+"""Defining mechanics of the retraining baselines: JTT, GroupDRO, RWG, SUBG, uLA's pieces."""
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from _methods_data import dataset
+
+from gradtune_jax.data.samplers import epoch_indices
+from gradtune_jax.methods import group_dro as group_dro_mod
+from gradtune_jax.methods import jtt as jtt_mod
+from gradtune_jax.methods import reweight as reweight_mod
+from gradtune_jax.methods.erm import ERMConfig
+from gradtune_jax.methods.group_dro import GroupDROConfig, group_dro
+from gradtune_jax.methods.jtt import JTTConfig, error_set, jtt, upsample_weights
+from gradtune_jax.methods.reweight import rwg, subg, subg_indices
+from gradtune_jax.methods.selection import hide_groups
+from gradtune_jax.methods.ula import augment, group_prior, logit_adjustment, nt_xent
+from gradtune_jax.train.loop import FitConfig
+from gradtune_jax.train.state import zeros_like_extra
+from gradtune_jax.train.steps import group_dro_loss
+
+TINY = ERMConfig(model="tiny_cnn", fit=FitConfig(epochs=2, batch_size=16, checkpoint_every=0), eval_batch_size=64)
+
+
+def test_jtt_error_set_and_weights_mark_exactly_the_misclassified():
+    logits = np.array([[2.0, 0.0], [0.0, 1.0], [3.0, -1.0], [0.0, 5.0]])
+    y = np.array([0, 0, 1, 1])
+    err = error_set(logits, y)
+    np.testing.assert_array_equal(err, [False, True, True, False])
+    np.testing.assert_array_equal(upsample_weights(err, 50), [1, 50, 50, 1])
+
+
+def test_jtt_retrains_with_the_early_models_errors_upsampled(monkeypatch):
+    ds = dataset(image=True)
+    logits = np.zeros((len(ds.train), 2))
+    logits[np.arange(len(ds.train)), ds.train.y] = 1.0
+    wrong = np.array([3, 10, 70])
+    logits[wrong] = logits[wrong][:, ::-1]
+    monkeypatch.setattr(jtt_mod, "early_logits", lambda *a, **k: {"train": logits})
+    seen = {}
+
+    def fake_train_selected(ds_, cfg, seed, *, weights, **kw):
+        seen.update(weights=weights, sampler=cfg.fit.sampler)
+        return "state", {"epoch": 1, "epoch_scores": []}
+
+    monkeypatch.setattr(jtt_mod, "train_selected", fake_train_selected)
+    _, info = jtt(ds, TINY, JTTConfig(id_epochs=1, lambda_up=20.0), 0, ds.val, "fixed")
+    assert info["n_errors"] == 3 and seen["sampler"] == "weighted"
+    np.testing.assert_array_equal(np.flatnonzero(seen["weights"] == 20.0), wrong)
+    assert np.all(np.delete(seen["weights"], wrong) == 1.0)
+
+
+def test_group_dro_weights_rise_on_the_high_loss_group():
+    logits = jnp.array([[5.0, 0.0], [5.0, 0.0], [0.0, 5.0], [0.0, 5.0]])
+    batch = {"y": jnp.array([0, 0, 0, 0]), "g": jnp.array([0, 0, 1, 1]), "w": jnp.ones(4)}
+    extra = zeros_like_extra(2)
+    for _ in range(3):
+        _, extra = group_dro_loss(0.1)(logits, batch, extra)
+    q = np.asarray(extra["q"])
+    assert q[1] > 0.5 > q[0] and np.isclose(q.sum(), 1.0)
+
+
+def test_rwg_sampler_balances_groups():
+    g = dataset().train.g
+    idx = epoch_indices(g, len(g), 40000, np.random.default_rng(0))
+    np.testing.assert_allclose(np.bincount(g[idx]) / len(idx), 0.25, atol=0.01)
+
+
+def test_subg_subset_is_exactly_group_balanced():
+    g = dataset().train.g
+    idx = subg_indices(g, 0)
+    np.testing.assert_array_equal(np.bincount(g[idx]), [4, 4, 4, 4])
+    assert len(np.unique(idx)) == len(idx)
+
+
+def test_retraining_methods_run_and_select_epochs(monkeypatch):
+    ds = dataset(image=True)
+    state, info = group_dro(ds, TINY, GroupDROConfig(), 0, ds.val, "oracle")
+    assert len(info["epoch_scores"]) == 2 and np.isclose(sum(info["q"]), 1.0)
+    seen = []
+    monkeypatch.setattr(reweight_mod, "train_selected", lambda ds_, cfg, seed, **kw: seen.append((cfg, kw)) or (0, {}))
+    rwg(ds, TINY, 0, ds.val, "fixed")
+    subg(ds, TINY, 0, ds.val, "fixed")
+    assert seen[0][0].fit.sampler == "group_balanced"
+    sub = seen[1][1]["train"]
+    np.testing.assert_array_equal(np.bincount(sub.g), [4, 4, 4, 4])
+    assert seen[1][0].fit.epochs == round(2 * 7 / 1)  # steps matched: 7 steps/epoch vs 1
+
+
+def test_group_free_retraining_cannot_read_val_groups():
+    ds = dataset(image=True)
+    with pytest.raises(Exception):
+        group_dro_mod.group_dro(ds, TINY, GroupDROConfig(), 0, hide_groups(ds.val), "oracle")
+
+
+def test_ula_pieces():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(8, 4)).astype(np.float32)
+    assert float(nt_xent(z, z, 0.5)) < float(nt_xent(z, z[::-1], 0.5))
+    x = rng.uniform(size=(3, 8, 8, 3)).astype(np.float32)
+    assert augment(x, rng).shape == x.shape
+    prior = group_prior(np.array([0, 0, 1, 1, 1]), np.array([0, 0, 1, 1, 0]), 2)
+    assert np.isclose(prior.sum(), 1.0) and prior[0, 0] > prior[0, 1]
+    off = logit_adjustment(prior, np.array([0, 1]), 1.0)
+    np.testing.assert_allclose(off, np.log(prior[:, [0, 1]].T))
