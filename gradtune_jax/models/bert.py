@@ -283,7 +283,7 @@ def load_hf_bert(path: str | os.PathLike, num_labels: int = 2, seed: int = 0,
     model = Classifier(bert(dtype, config), num_labels, dtype=dtype)
     example = {k: jnp.zeros((1, 2), jnp.int32) for k in ("input_ids", "attention_mask", "token_type_ids")}
     abstract = jax.eval_shape(model.init, jax.random.key(0), example)["params"]
-    expected = {p: leaf.shape for p, leaf in flatten(abstract["backbone"]).items()}
+    expected = {path: leaf.shape for path, leaf in flatten(abstract["backbone"]).items()}
     feat_dim = abstract[HEAD]["kernel"].shape[0]
 
     flat: dict[tuple[str, ...], np.ndarray] = {}

@@ -7,9 +7,9 @@ normalised. Padding is explicit, as in torchvision: flax's `'SAME'` pads stride-
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
-from functools import partial
 from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
@@ -168,6 +168,16 @@ def _flax_path(key: str) -> tuple[str, tuple[str, ...], bool] | None:
     return collection, (*prefix, modules[0], name), name == "kernel"
 
 
+@functools.lru_cache(maxsize=None)
+def _expected_shapes(depth: int) -> tuple[dict[tuple[str, ...], tuple[int, ...]], int]:
+    """`({(collection, *backbone path): shape}, feature dim)` of a standard ResNet-`depth`."""
+    abstract = jax.eval_shape(Classifier(resnet(depth), 1).init, jax.random.key(0),
+                              jnp.zeros((1, 32, 32, 3)))
+    expected = {(coll, *path): leaf.shape for coll, tree in abstract.items()
+                for path, leaf in flatten(tree["backbone"]).items()}
+    return expected, abstract["params"][HEAD]["kernel"].shape[0]
+
+
 def load_torchvision_weights(path_or_state_dict: str | os.PathLike | Mapping[str, Any],
                              depth: int = 50, num_classes: int = 2, seed: int = 0) -> dict:
     """Torchvision ResNet weights -> Flax variables `{"params", "batch_stats"}` for
@@ -179,11 +189,7 @@ def load_torchvision_weights(path_or_state_dict: str | os.PathLike | Mapping[str
     shape mismatches.
     """
     state, src = _read_state_dict(path_or_state_dict)
-    model = Classifier(resnet(depth), num_classes)
-    abstract = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
-    expected = {(coll, *path): leaf.shape for coll, tree in abstract.items()
-                for path, leaf in flatten(tree["backbone"]).items()}
-    feat_dim = abstract["params"][HEAD]["kernel"].shape[0]
+    expected, feat_dim = _expected_shapes(depth)
 
     flat: dict[tuple[str, ...], np.ndarray] = {}
     for key, value in state.items():

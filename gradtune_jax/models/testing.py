@@ -7,7 +7,12 @@ the committed fixtures: rerun the tool.
 """
 from __future__ import annotations
 
+from typing import Any
+
+import jax
 import numpy as np
+
+from gradtune_jax.models.weights import flatten, unflatten
 
 RESNET_NUM_CLASSES = 10
 RESNET_IMAGE_SHAPE = (2, 64, 64, 3)  # NHWC
@@ -20,6 +25,27 @@ BERT_CONFIG = {
     "max_position_embeddings": 32, "type_vocab_size": 2, "initializer_range": 0.02,
     "layer_norm_eps": 1e-12,
 }
+
+
+def numpy_variables(model: Any, x_example: Any, seed: int = 0) -> dict:
+    """Variables of `model` filled with numpy: kernels ~ N(0, 1/fan_in), embeddings ~ N(0, 1),
+    scales / running variances 1, biases / running means 0.
+
+    Same structure, shapes and dtypes as `model.init`, without compiling it: on CPU, XLA takes
+    tens of seconds to compile the threefry draws of a ResNet's `init`, which tests cannot afford.
+    """
+    abstract = jax.eval_shape(model.init, jax.random.key(0), x_example)
+    rng = np.random.default_rng([seed, 4])
+    flat = {}
+    for path, leaf in flatten(abstract).items():
+        name = path[-1]
+        if name in ("kernel", "embedding"):
+            std = 1.0 if name == "embedding" else 1.0 / np.sqrt(np.prod(leaf.shape[:-1]))
+            value = rng.normal(0.0, std, leaf.shape)
+        else:
+            value = np.ones(leaf.shape) if name in ("scale", "var") else np.zeros(leaf.shape)
+        flat[path] = value.astype(leaf.dtype)
+    return unflatten(flat)
 
 
 class _StateDict:
