@@ -123,9 +123,9 @@ def test_scores_match_numpy_exact_and_projected():
     train, targets = make_data(23, 2), make_data(5, 3)
     lam = 1e-2
     n_p = num_params(cks[0])
-    for proj_dim in (None, 8):
+    for proj_dim, cache in ((None, None), (8, False), (8, True)):
         got = compute_scores(mlp_apply, cks, train, targets, proj_dim=proj_dim, lambda_reg=lam, seed=4,
-                             batch_size=10, progress=False)
+                             batch_size=10, cache_projection=cache, progress=False)
         feats_tr, feats_t, qs = [], [], []
         for m, p in enumerate(cks):
             key = jax.random.fold_in(jax.random.key(4), m)
@@ -164,6 +164,10 @@ SHARDED = textwrap.dedent("""
     assert jax.device_count() == 4
     s = compute_scores(mlp_apply, [make_params(0), make_params(1)], make_data(22, 2), make_data(5, 3),
                        proj_dim=8, lambda_reg=1e-2, seed=1, batch_size=8, mesh=data_mesh(), progress=False)
+    s2 = compute_scores(mlp_apply, [make_params(0)], make_data(22, 2), make_data(5, 3), proj_dim=8,
+                        lambda_reg=1e-2, seed=1, batch_size=8, mesh=data_mesh(), cache_projection=False,
+                        progress=False)
+    np.save(OUT.replace(".npy", "_nocache.npy"), s2)
     np.save(OUT, s)
 """)
 
@@ -176,3 +180,7 @@ def test_sharded_featurisation_matches_single_device(tmp_path):
     single = compute_scores(mlp_apply, [make_params(0), make_params(1)], make_data(22, 2), make_data(5, 3),
                             proj_dim=8, lambda_reg=1e-2, seed=1, batch_size=8, progress=False)
     np.testing.assert_allclose(np.load(out), single, rtol=1e-4, atol=1e-6 * np.abs(single).max())
+    single1 = compute_scores(mlp_apply, [make_params(0)], make_data(22, 2), make_data(5, 3), proj_dim=8,
+                             lambda_reg=1e-2, seed=1, batch_size=8, progress=False)
+    np.testing.assert_allclose(np.load(out.replace(".npy", "_nocache.npy")), single1, rtol=1e-4,
+                               atol=1e-6 * np.abs(single1).max())

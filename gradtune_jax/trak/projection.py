@@ -50,6 +50,7 @@ def project(g_NP: jax.Array, key: jax.Array, proj_dim: int, proj_type: str = "no
     return acc_NK
 
 
+@functools.partial(jax.jit, static_argnums=(0, 2, 3, 4))
 def materialize_projection(n_params: int, key: jax.Array, proj_dim: int, proj_type: str = "normal",
                            block_size: int | None = None) -> jax.Array:
     """The whole `(n_params, proj_dim)` matrix `project` uses (tests and small models only)."""

@@ -17,8 +17,12 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from gradtune_jax.kernels.per_example import KeyPath, data_mesh, replicate, shard_batch
+from gradtune_jax.kernels.per_example import KeyPath, data_mesh, num_params, replicate, shard_batch
 from gradtune_jax.trak.kernels import ApplyFn, featurize, gram, kernel_inverse, score_block
+from gradtune_jax.trak.projection import materialize_projection
+
+# `cache_projection=None` materialises P once per checkpoint when it is at most this large.
+PROJ_CACHE_BYTES = 1 << 30
 
 
 def _num(x: Any) -> int:
@@ -36,12 +40,16 @@ def _hashable_path(wrt: KeyPath) -> KeyPath:
 def featurize_dataset(apply_fn: ApplyFn, params: Any, data: tuple[Any, np.ndarray], key: jax.Array, *,
                       wrt: KeyPath = None, proj_dim: int | None = 2048, proj_type: str = "normal",
                       block_size: int | None = None, batch_size: int = 256, mesh: Mesh | None = None,
-                      progress: bool = True, desc: str = "TRAK features") -> tuple[np.ndarray, np.ndarray]:
+                      cache_projection: bool | None = None, progress: bool = True,
+                      desc: str = "TRAK features") -> tuple[np.ndarray, np.ndarray]:
     """Features `(N, k)` and Q `(N,)` of every example of `data = (x, y)`, in fixed-shape chunks.
 
     With a `mesh` (default: all devices when there are several) each chunk is sharded over the
     mesh's `'data'` axis and the parameters replicated; the chunk size is rounded up to a multiple
     of the device count and the last chunk padded (padding rows are dropped).
+    `cache_projection`: generate `P` once and reuse it for every chunk (same numbers, memory
+    `n_params x k`); None = only when `P` takes at most `PROJ_CACHE_BYTES`; False = always
+    regenerate block by block inside the kernel (memory O(block x k)).
     """
     x, y = data
     n = _num(x)
@@ -52,6 +60,13 @@ def featurize_dataset(apply_fn: ApplyFn, params: Any, data: tuple[Any, np.ndarra
     if mesh is not None:
         params = replicate(params, mesh)
     wrt = _hashable_path(wrt)
+    proj_matrix = None
+    if proj_dim is not None:
+        n_p = num_params(params, wrt)
+        if cache_projection or (cache_projection is None and n_p * proj_dim * 4 <= PROJ_CACHE_BYTES):
+            proj_matrix = materialize_projection(n_p, key, proj_dim, proj_type, block_size)
+            if mesh is not None:
+                proj_matrix = replicate(proj_matrix, mesh)
     phis, qs = [], []
     for s in tqdm(range(0, n, bs), desc=desc, disable=not progress, leave=False, unit="chunk"):
         idx = np.arange(s, min(s + bs, n))
@@ -60,7 +75,7 @@ def featurize_dataset(apply_fn: ApplyFn, params: Any, data: tuple[Any, np.ndarra
         if mesh is not None:
             batch = shard_batch(batch, mesh)
         phi_NK, q_N = featurize(apply_fn, params, batch[0], batch[1], key, wrt=wrt, proj_dim=proj_dim,
-                                proj_type=proj_type, block_size=block_size)
+                                proj_type=proj_type, block_size=block_size, proj_matrix=proj_matrix)
         phis.append(np.asarray(phi_NK)[: len(idx)])
         qs.append(np.asarray(q_N)[: len(idx)])
     return np.concatenate(phis), np.concatenate(qs)
@@ -81,7 +96,8 @@ def compute_scores(apply_fn: ApplyFn, checkpoints: Sequence[Any], train: tuple[A
                    targets: tuple[Any, np.ndarray], proj_dim: int | None = 2048, lambda_reg: float = 0.0,
                    seed: int = 0, batch_size: int = 256, *, wrt: KeyPath = None, proj_type: str = "normal",
                    normalize: bool = True, block_size: int | None = None, score_rows: int = 8192,
-                   out: str | None = None, mesh: Mesh | None = None, progress: bool = True) -> np.ndarray:
+                   out: str | None = None, mesh: Mesh | None = None, cache_projection: bool | None = None,
+                   progress: bool = True) -> np.ndarray:
     """TRAK attribution scores `tau (n_train, n_targets)`; positive = train example i raises the
     target's margin.
 
@@ -102,6 +118,7 @@ def compute_scores(apply_fn: ApplyFn, checkpoints: Sequence[Any], train: tuple[A
       score_rows: train rows per scoring block.
       out: optional `.npy` path; the scores are then a memory map written block by block.
       mesh: device mesh for sharded featurisation (default: all devices when several).
+      cache_projection: materialise each checkpoint's projection once (see `featurize_dataset`).
       progress: show tqdm bars.
     """
     if not checkpoints:
@@ -111,7 +128,7 @@ def compute_scores(apply_fn: ApplyFn, checkpoints: Sequence[Any], train: tuple[A
     q_sum_N = np.zeros(n_train, np.float64)
     base_key = jax.random.key(seed)
     kw = dict(wrt=wrt, proj_dim=proj_dim, proj_type=proj_type, block_size=block_size,
-              batch_size=batch_size, mesh=mesh, progress=progress)
+              batch_size=batch_size, mesh=mesh, cache_projection=cache_projection, progress=progress)
     for m, params in enumerate(tqdm(checkpoints, desc="TRAK checkpoints", disable=not progress, leave=False)):
         key = jax.random.fold_in(base_key, m)
         x_NK, q_N = featurize_dataset(apply_fn, params, train, key, desc=f"train features [{m}]", **kw)

@@ -1,0 +1,334 @@
+"""Debiasing-by-attribution paper, Table 1/2: balanced accuracy and WGA per method, plus the
+WGA-versus-K curve (its Fig. 2).
+
+    python -m experiments.debias_table                 # embedded digits: ERM, TRAK, Auto-TRAK (+ baselines)
+    python -m experiments.debias_table --methods erm,trak,auto_trak --seeds 0 --out runs/debias
+    python -m experiments.debias_table --quick --out /tmp/q    # seconds: tiny data and model, smoke test
+
+Per seed: the ERM recipe is trained once, its states at `--checkpoints` evenly spaced epochs form
+the TRAK ensemble (targets: the whole validation split), group alignment `T` uses validation
+groups (TRAK) or Auto-TRAK pseudo-groups, every train example with `T < 0` (or the `--k` most
+negative) is removed and the model retrained from scratch with the same recipe.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from experiments import common
+from experiments.configs import ExperimentConfig, get_config, preset_names
+from experiments.runner import config_dict, pretrained_init
+from gradtune_jax.data.registry import load_dataset
+from gradtune_jax.errors import UserError
+from gradtune_jax.methods import debias
+from gradtune_jax.methods.erm import extract_features
+from gradtune_jax.methods.registry import SELECTION_REGIMES, RunContext, get_method, method_names
+from gradtune_jax.metrics import evaluate
+from gradtune_jax.models.registry import backbone_names
+from gradtune_jax.train.loop import predict
+
+OWN = {"erm": ("ERM", "no/no"), "auto_trak": ("Auto-TRAK", "no/no"), "trak": ("TRAK", "no/yes")}
+# Row order of the paper's table (baselines appear when `methods.baselines` registers them).
+PAPER_ORDER = ("erm", "auto_trak", "jtt", "dfr", "trak", "rwg", "subg", "group_dro")
+BASELINES = ("jtt", "dfr", "rwg", "subg", "group_dro")
+CSV_COLUMNS = ("dataset", "method", "bal_mean", "bal_std", "wga_mean", "wga_std")
+QUICK_COUNTS = {"train": (40, 6, 4, 30), "val": (16, 16, 8, 8), "test": (16, 16, 8, 8)}
+
+
+def available_methods() -> list[str]:
+    known = set(method_names())
+    return [m for m in PAPER_ORDER if m in OWN or m in known]
+
+
+def build_parser() -> common.ArgumentParser:
+    p = common.ArgumentParser(prog="python -m experiments.debias_table",
+                              description="Debiasing by data attribution: ERM, TRAK, Auto-TRAK and baselines "
+                                          "(balanced accuracy and WGA), plus the WGA-versus-K curve.")
+    g = p.add_argument_group("data and model")
+    g.add_argument("--dataset", default="digits", choices=preset_names(),
+                   help="dataset preset (default: the embedded Waterbirds-shaped digits, no download)")
+    g.add_argument("--data-dir", help="folder with the dataset files (real datasets; see README)")
+    g.add_argument("--model", choices=backbone_names(), help="backbone (default: the preset's)")
+    g.add_argument("--weights", help="pretrained backbone weights (resnet*/bert*)")
+    g.add_argument("--data-seed", type=int, default=0, help="seed of the embedded dataset (default 0)")
+    r = p.add_argument_group("run")
+    r.add_argument("--seeds", type=common.parse_seeds, default=[0, 1, 2], help="e.g. 0,1,2 or 0-4 (default 0,1,2)")
+    r.add_argument("--methods", default="all",
+                   help=f"comma list or 'all' (default all available: {','.join(available_methods())})")
+    r.add_argument("--selection", default="worst-class", choices=SELECTION_REGIMES,
+                   help="model selection of the baselines that select (default worst-class: no group labels)")
+    r.add_argument("--out", help="output folder (default runs/debias_table/<dataset>); rerun to resume")
+    r.add_argument("--quick", action="store_true",
+                   help="smoke test: tiny digits (100 train), tiny CNN, 2 epochs, 1 seed, k=32")
+    r.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    e = p.add_argument_group("ERM recipe (defaults: the dataset preset, as in table1)")
+    e.add_argument("--erm-epochs", type=common.positive_int)
+    e.add_argument("--erm-lr", type=common.positive_float)
+    e.add_argument("--erm-batch-size", type=common.positive_int)
+    t = p.add_argument_group("TRAK and removal")
+    t.add_argument("--proj-dim", type=int, default=2048, help="projection dimension; 0 = no projection (default 2048)")
+    t.add_argument("--lambda-reg", type=float, default=0.0, help="ridge added to X^T X (default 0)")
+    t.add_argument("--checkpoints", type=common.positive_int, default=3,
+                   help="ERM epochs (evenly spaced, last included) in the TRAK ensemble (default 3)")
+    t.add_argument("--trak-params", choices=("all", "head"), default="all", help="parameters TRAK differentiates")
+    t.add_argument("--weighting", choices=debias.WEIGHTINGS, default="loss",
+                   help="group weight: mean val loss (default, official code) or exp(loss)")
+    t.add_argument("--k", type=common.positive_int, help="remove the K most negative instead of every T < 0")
+    t.add_argument("--curve", default="0.5,2",
+                   help="WGA-vs-K curve on the first seed: multiples of K* = #(T < 0) to retrain at, "
+                        "or 'none' (default 0.5,2; K=0 and K* reuse the ERM and TRAK runs)")
+    return p
+
+
+def config_from_args(args) -> ExperimentConfig:
+    cfg = get_config(args.dataset)
+    fit = cfg.erm.fit
+    if args.quick:
+        fit = dataclasses.replace(fit, epochs=2, batch_size=16)
+    kw = {k: v for k, v in (("epochs", args.erm_epochs), ("batch_size", args.erm_batch_size)) if v is not None}
+    fit = dataclasses.replace(fit, **kw)
+    if args.erm_lr is not None:
+        fit = dataclasses.replace(fit, optim=dataclasses.replace(fit.optim, lr=args.erm_lr))
+    model = args.model or ("tiny_cnn" if args.quick else cfg.erm.model)
+    kwargs = dict(cfg.dataset_kwargs)
+    if args.dataset == "digits":
+        kwargs["seed"] = args.data_seed
+        if args.quick:
+            kwargs["counts"] = QUICK_COUNTS
+    if args.data_dir is not None:
+        kwargs["data_dir"] = args.data_dir
+    seeds = (args.seeds[0],) if args.quick else tuple(args.seeds)
+    return dataclasses.replace(cfg, erm=dataclasses.replace(cfg.erm, model=model, fit=fit), seeds=seeds,
+                               dataset_kwargs=kwargs)
+
+
+def trak_config(args) -> debias.TrakConfig:
+    proj = 32 if args.quick else (args.proj_dim or None)
+    return debias.TrakConfig(proj_dim=proj, lambda_reg=args.lambda_reg,
+                             n_checkpoints=1 if args.quick else args.checkpoints,
+                             wrt="params" if args.trak_params == "all" else ("params", "head"))
+
+
+def parse_methods(text: str) -> list[str]:
+    avail = available_methods()
+    names = avail if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in names if m not in avail]
+    if unknown or not names:
+        raise UserError(f"--methods: unknown {unknown or text!r}; expected 'all' or some of {','.join(avail)}")
+    return [m for m in PAPER_ORDER if m in names]
+
+
+def parse_curve(text: str) -> list[float]:
+    if text == "none":
+        return []
+    try:
+        mult = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise UserError(f"--curve must be 'none' or a comma list of positive numbers, got {text!r}") from None
+    if any(m <= 0 for m in mult):
+        raise UserError(f"--curve multiples must be positive, got {text!r}")
+    return mult
+
+
+def _metrics(state, ds) -> dict:
+    logits, _ = predict(state, ds.test.x)
+    return evaluate(logits.argmax(-1), ds.test.y, ds.test.masks())
+
+
+def _minority_groups(ds) -> set[int]:
+    """Within each class, the groups smaller than the class's largest group in train."""
+    counts = ds.train.group_counts()
+    out = set()
+    for c in range(ds.n_classes):
+        gs = [g for g in range(ds.n_groups) if g // ds.train.n_attrs == c]
+        top = max(counts[g] for g in gs)
+        out |= {g for g in gs if counts[g] < top}
+    return out
+
+
+def run_seed(ds, cfg: ExperimentConfig, tcfg: debias.TrakConfig, seed: int, methods: list[str], args,
+             out: str, curve: list[float], progress: bool, init_fn) -> dict:
+    """All rows for one seed (resumed from `out/seed{seed}/debias.json` when present)."""
+    path = os.path.join(out, f"seed{seed}", "debias.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        if saved.get("methods") == methods and saved.get("curve") == curve:
+            print(f"seed {seed}: reusing {path}")
+            return saved
+    epochs = debias.checkpoint_epochs(cfg.erm.fit.epochs, tcfg.n_checkpoints)
+    states = debias.train_with_checkpoints(ds, cfg.erm, seed, epochs, progress=progress, init_variables_fn=init_fn)
+    final = states[-1]
+    res: dict = {"methods": methods, "curve": curve, "checkpoint_epochs": epochs, "rows": {}}
+    res["rows"]["erm"] = {"metrics": _metrics(final, ds), "n_train": len(ds.train)}
+    needs_trak = {"trak", "auto_trak"} & set(methods) or curve
+    if needs_trak:
+        t0 = time.perf_counter()
+        tau_NV = debias.val_attribution(states, ds.train, ds.val, tcfg, seed, progress=progress)
+        res["trak_seconds"] = time.perf_counter() - t0
+        loss_V = debias.val_losses(final, ds.val)
+        groups = {"trak": ds.val.g}
+        if "auto_trak" in methods:
+            pseudo, info = debias.auto_trak_groups(tau_NV, ds.val.y)
+            groups["auto_trak"] = pseudo
+            res["auto_trak_groups"] = {**info, **debias.group_agreement(pseudo, ds.val.g, ds.val.y, loss_V,
+                                                                        _minority_groups(ds))}
+        for name in [m for m in ("trak", "auto_trak") if m in groups and (m in methods or m == "trak")]:
+            t_N = debias.alignment_scores(tau_NV, groups[name], loss_V, args.weighting)
+            keep = debias.removal_mask(t_N, args.k, ds.train.y)
+            removed_g = np.bincount(ds.train.g[~keep], minlength=ds.n_groups).tolist()
+            row = {"n_removed": int((~keep).sum()), "removed_per_group": removed_g, "n_neg": int((t_N < 0).sum())}
+            if name in methods:
+                st = debias.retrain_on(ds, cfg.erm, seed, keep, desc=f"{OWN[name][0]} seed {seed}",
+                                       progress=progress, init_variables_fn=init_fn)
+                row["metrics"] = _metrics(st, ds)
+            res["rows"][name] = row
+            if name == "trak":
+                t_trak = t_N
+        if curve and seed == cfg.seeds[0]:
+            res["curve_points"] = _curve(ds, cfg, seed, t_trak, res, curve, progress, init_fn)
+    baselines = [m for m in methods if m in BASELINES]
+    if baselines:
+        fs = extract_features(final, ds, seed, progress=progress)
+        for name in baselines:
+            method = get_method(name)
+            sel = args.selection if args.selection in method.selections else method.selections[0]
+            ctx = RunContext(ds=ds, fs=fs, seed=seed, workdir=os.path.join(out, f"seed{seed}", name), config=cfg,
+                             hparams={"gradtune": cfg.gradtune}, selection=sel, progress=progress)
+            mo = method.run(ctx)
+            res["rows"][name] = {"metrics": evaluate(mo.pred_test, ds.test.y, ds.test.masks()),
+                                 "selection": mo.selection, "group_labels": method.group_labels}
+    common.atomic_write_json(path, res)
+    return res
+
+
+def _curve(ds, cfg, seed, t_N, res, mults, progress, init_fn) -> list[dict]:
+    """(K, WGA, balanced accuracy) for K = 0, K*, and `mults` x K* (K* = #(T < 0))."""
+    k_star = int((t_N < 0).sum())
+    pts = [{"k": 0, **_short(res["rows"]["erm"]["metrics"])}]
+    if "metrics" in res["rows"]["trak"]:
+        pts.append({"k": k_star, "heuristic": True, **_short(res["rows"]["trak"]["metrics"])})
+    for m in mults:
+        k = min(int(round(m * k_star)), len(t_N) - ds.n_classes)
+        if k <= 0 or any(p["k"] == k for p in pts):
+            continue
+        keep = debias.removal_mask(t_N, k, ds.train.y)
+        st = debias.retrain_on(ds, cfg.erm, seed, keep, desc=f"curve K={k}", progress=progress,
+                               init_variables_fn=init_fn)
+        pts.append({"k": k, **_short(_metrics(st, ds))})
+    return sorted(pts, key=lambda p: p["k"])
+
+
+def _short(m: dict) -> dict:
+    return {"wga": m["wga"], "bal_acc": m["bal_acc"], "avg": m["avg"]}
+
+
+def plot_curve(points: list[dict], path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gradtune_jax.io import atomic_open
+
+    k = [p["k"] for p in points]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(k, [100 * p["wga"] for p in points], "o-", label="worst-group acc")
+    ax.plot(k, [100 * p["bal_acc"] for p in points], "s--", label="balanced acc")
+    for p in points:
+        if p.get("heuristic"):
+            ax.plot([p["k"]], [100 * p["wga"]], "*", color="green", markersize=16, label="T < 0 heuristic")
+    ax.set_xlabel("training examples removed (most negative T first)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
+    plt.close(fig)
+
+
+def summarise(per_seed: dict, dataset: str, methods: list[str]) -> tuple[list, list, str]:
+    csv_rows, summary, md_rows = [], [], []
+    for name in methods:
+        runs = [r["rows"][name] for r in per_seed.values() if "metrics" in r["rows"].get(name, {})]
+        if not runs:
+            continue
+        bal = common.mean_std([100 * r["metrics"]["bal_acc"] for r in runs])
+        wga = common.mean_std([100 * r["metrics"]["wga"] for r in runs])
+        label, groups = OWN.get(name) or (get_method(name).label, runs[0].get("group_labels", "?"))
+        csv_rows.append([dataset, name, *(f"{v:.2f}" for v in (*bal, *wga))])
+        summary.append({"method": name, "label": label, "group_labels": groups,
+                        "bal_mean": bal[0], "bal_std": bal[1], "wga_mean": wga[0], "wga_std": wga[1]})
+        md_rows.append([label, groups, common.pm(*bal), common.pm(*wga)])
+    return csv_rows, summary, common.markdown_table(["Method", "Group labels train/val", "Balanced acc", "WGA"],
+                                                     md_rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    methods = parse_methods(args.methods)
+    curve = parse_curve(args.curve)
+    try:
+        cfg = config_from_args(args)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    tcfg = trak_config(args)
+    out = args.out or os.path.join("runs", "debias_table", args.dataset)
+    progress = not args.no_progress and sys.stderr.isatty()
+    t0 = time.perf_counter()
+    ds = load_dataset(cfg.dataset, **cfg.dataset_kwargs)
+    print(f"{ds.name}: per-split group counts\n{ds.count_table()}")
+    init_fn = pretrained_init(cfg.erm.model, args.weights, ds.n_classes)
+    per_seed = {}
+    for seed in tqdm(cfg.seeds, desc="seeds", disable=not progress or len(cfg.seeds) == 1, leave=False):
+        r = run_seed(ds, cfg, tcfg, seed, methods, args, out, curve, progress, init_fn)
+        per_seed[str(seed)] = r
+        for name in methods:
+            m = r["rows"].get(name, {}).get("metrics")
+            if m:
+                print(f"seed {seed} {name:<10} bal {100 * m['bal_acc']:.1f}  wga {100 * m['wga']:.1f}"
+                      + (f"  removed {r['rows'][name]['n_removed']}" if "n_removed" in r["rows"][name] else ""))
+        if "auto_trak_groups" in r:
+            a = r["auto_trak_groups"]
+            print(f"seed {seed} Auto-TRAK groups vs true: ARI {a['ari']:.3f}  minority recall {a['minority_recall']:.3f}")
+    csv_rows, summary, md = summarise(per_seed, ds.name, methods)
+    auto = [r["auto_trak_groups"] for r in per_seed.values() if "auto_trak_groups" in r]
+    agreement = {k: common.mean_std([a[k] for a in auto]) for k in ("ari", "minority_recall")} if auto else {}
+    first = per_seed[str(cfg.seeds[0])]
+    if first.get("curve_points"):
+        plot_curve(first["curve_points"], os.path.join(out, "wga_vs_k.png"),
+                   f"{ds.name}, seed {cfg.seeds[0]}: removing negative-alignment examples")
+    seconds = time.perf_counter() - t0
+    title = (f"# Debiasing by data attribution on `{ds.name}` ({len(cfg.seeds)} seeds, test accuracy %, "
+             f"mean ± std)\n\nCommand: `python -m experiments.debias_table "
+             f"{' '.join(argv if argv is not None else sys.argv[1:])}`\n\n")
+    note = ""
+    if agreement:
+        note = (f"\nAuto-TRAK pseudo-groups vs true validation groups: ARI {agreement['ari'][0]:.3f} ± "
+                f"{agreement['ari'][1]:.3f}, minority recall {agreement['minority_recall'][0]:.3f} ± "
+                f"{agreement['minority_recall'][1]:.3f}\n")
+    common.atomic_write_text(os.path.join(out, "debias_table.md"), title + md + note)
+    common.write_csv(os.path.join(out, "debias_table.csv"), CSV_COLUMNS, csv_rows)
+    common.atomic_write_json(os.path.join(out, "results.json"), {
+        "experiment": "debias_table", "dataset": ds.name, "group_names": ds.names_of_groups(),
+        "config": config_dict(cfg), "trak": dataclasses.asdict(tcfg), "weighting": args.weighting, "k": args.k,
+        "methods": methods, "selection_requested": args.selection,
+        "group_label_regime": {s["method"]: s["group_labels"] for s in summary},
+        "auto_trak_agreement": agreement, "versions": common.versions(), "seconds": seconds, "summary": summary,
+        "per_seed": per_seed})
+    print("\n" + md + note)
+    print(f"wrote {out}/debias_table.md, debias_table.csv, results.json"
+          + (", wga_vs_k.png" if first.get("curve_points") else "") + f" ({seconds:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(common.run_cli(main))
