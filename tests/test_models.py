@@ -181,5 +181,5 @@ def test_bert_loader_errors(tmp_path):
     extra = {**state, "bert.encoder.layer.5.output.dense.weight": np.zeros((64, 64), np.float32)}
     with pytest.raises(UserError, match="unexpected key 'bert.encoder.layer.5"):
         load_hf_bert(_bert_folder(tmp_path, extra))
-    with pytest.raises(UserError, match="hidden_act"):
+    with pytest.raises(UserError, match="config.json: BERT config: hidden_act"):
         load_hf_bert(_bert_folder(tmp_path, state, {**testing.BERT_CONFIG, "hidden_act": "tanh"}))

@@ -93,7 +93,6 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     import transformers
 
-    torch.manual_seed(0)
     torchvision = import_torchvision()
     meta = {"torch": torch.__version__, "torchvision": torchvision.__version__,
             "transformers": transformers.__version__}

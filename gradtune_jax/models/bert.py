@@ -87,8 +87,7 @@ class _Dense(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        init = nn.initializers.normal(self.config.initializer_range)
-        return nn.Dense(self.features, kernel_init=init, dtype=self.dtype, name="dense")(x)
+        return _dense(self.features, self.config, self.dtype, "dense")(x)
 
 
 def _dense(features: int, config: BertSettings, dtype: Any, name: str) -> nn.Dense:
@@ -280,7 +279,11 @@ def load_hf_bert(path: str | os.PathLike, num_labels: int = 2, seed: int = 0,
     if not isinstance(config, dict):
         raise UserError(f"{config_path}: expected a JSON object")
 
-    model = Classifier(bert(dtype, config), num_labels, dtype=dtype)
+    try:
+        backbone = bert(dtype, config)
+    except UserError as e:  # an unsupported setting: name the file
+        raise UserError(f"{config_path}: {e}") from e
+    model = Classifier(backbone, num_labels, dtype=dtype)
     example = {k: jnp.zeros((1, 2), jnp.int32) for k in ("input_ids", "attention_mask", "token_type_ids")}
     abstract = jax.eval_shape(model.init, jax.random.key(0), example)["params"]
     expected = {path: leaf.shape for path, leaf in flatten(abstract["backbone"]).items()}
