@@ -1,7 +1,6 @@
 """Defining mechanics of the retraining baselines: JTT, GroupDRO, RWG, SUBG, uLA's pieces."""
 from __future__ import annotations
 
-import dataclasses
 
 import jax.numpy as jnp
 import numpy as np
@@ -15,7 +14,7 @@ from gradtune_jax.methods import reweight as reweight_mod
 from gradtune_jax.methods.erm import ERMConfig
 from gradtune_jax.methods.group_dro import GroupDROConfig, group_dro
 from gradtune_jax.methods.jtt import JTTConfig, error_set, jtt, upsample_weights
-from gradtune_jax.methods.reweight import rwg, subg, subg_indices
+from gradtune_jax.methods.reweight import ReweightConfig, rwg, subg, subg_indices
 from gradtune_jax.methods.selection import hide_groups
 from gradtune_jax.methods.ula import augment, group_prior, logit_adjustment, nt_xent
 from gradtune_jax.train.loop import FitConfig
@@ -82,8 +81,8 @@ def test_retraining_methods_run_and_select_epochs(monkeypatch):
     assert len(info["epoch_scores"]) == 2 and np.isclose(sum(info["q"]), 1.0)
     seen = []
     monkeypatch.setattr(reweight_mod, "train_selected", lambda ds_, cfg, seed, **kw: seen.append((cfg, kw)) or (0, {}))
-    rwg(ds, TINY, 0, ds.val, "fixed")
-    subg(ds, TINY, 0, ds.val, "fixed")
+    rwg(ds, TINY, ReweightConfig(), 0, ds.val, "fixed")
+    subg(ds, TINY, ReweightConfig(), 0, ds.val, "fixed")
     assert seen[0][0].fit.sampler == "group_balanced"
     sub = seen[1][1]["train"]
     np.testing.assert_array_equal(np.bincount(sub.g), [4, 4, 4, 4])

@@ -107,7 +107,7 @@ def test_registry_describes_every_row():
     for name, (labels, kind) in expected.items():
         m = get_method(name)
         assert (m.group_labels, m.kind) == (labels, kind)
-        assert set(SPECS[name].defaults) == {"vision", "text"}
+        assert set(SPECS[name].defaults) == {"vision", "text", "embedded"}
     assert group_label_use("jtt", "worst-class") == "no/no"
     assert group_label_use("dfr", "worst-class") == "no/yes"
     assert group_label_use("gradtune", "fixed") == "no/no"

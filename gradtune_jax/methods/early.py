@@ -19,12 +19,14 @@ _CACHE: dict[tuple, dict[str, np.ndarray]] = {}
 
 
 def early_logits(ds: GroupDataset, cfg: ERMConfig, epochs: int, seed: int, progress: bool = False) -> dict[str, np.ndarray]:
-    """`{"train": (N_train, C), "val": (N_val, C)}` eval-mode logits of the early ERM checkpoint.
+    """`{"train": (N_train, C), "val": (N_val, C)}` eval-mode logits of the early ERM checkpoint
+    (`epochs` is capped at the ERM run's length).
 
     Reads only class labels (the ERM sampler is class-balanced), never group labels.
     """
-    if not 0 < epochs <= cfg.fit.epochs:
-        raise ValueError(f"early checkpoint epochs must be in 1..{cfg.fit.epochs}, got {epochs}")
+    if epochs <= 0:
+        raise ValueError(f"early checkpoint epochs must be positive, got {epochs}")
+    epochs = min(epochs, cfg.fit.epochs)
     key = (ds.name, repr(sorted(ds.info.items())), repr(cfg), epochs, seed)
     if key not in _CACHE:
         state = init_state(ds, cfg, seed)

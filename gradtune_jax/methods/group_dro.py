@@ -10,7 +10,7 @@ import numpy as np
 
 from gradtune_jax.data.dataset import GroupDataset, Split
 from gradtune_jax.methods.erm import ERMConfig
-from gradtune_jax.methods.retrain import predict_labels, train_selected
+from gradtune_jax.methods.retrain import predict_labels, recipe, train_selected
 from gradtune_jax.methods.selection import grid, select
 from gradtune_jax.train.state import TrainState, zeros_like_extra
 from gradtune_jax.train.steps import group_dro_loss
@@ -18,17 +18,19 @@ from gradtune_jax.train.steps import group_dro_loss
 
 @dataclasses.dataclass(frozen=True)
 class GroupDROConfig:
-    """Step size of the group weights (fixed regime) and the searched grid; batch sampler."""
+    """Step size of the group weights (fixed regime) and the searched grid; batch sampler; epochs
+    (None: ERM's)."""
 
     eta: float = 0.01
     eta_grid: tuple[float, ...] = (0.01,)
     sampler: str = "group_balanced"
+    epochs: int | None = None
 
 
 def group_dro(ds: GroupDataset, erm: ERMConfig, cfg: GroupDROConfig, seed: int, val_select: Split, regime: str,
               progress: bool = False) -> tuple[TrainState, dict]:
     """GroupDRO's model and info (chosen eta and epoch, final group weights q)."""
-    fit_cfg = dataclasses.replace(erm, fit=dataclasses.replace(erm.fit, sampler=cfg.sampler))
+    fit_cfg = recipe(erm, cfg.epochs, sampler=cfg.sampler)
 
     def fit(hp: dict) -> tuple[TrainState, dict]:
         return train_selected(ds, fit_cfg, seed, val_select=val_select, regime=regime,

@@ -16,18 +16,20 @@ import numpy as np
 from gradtune_jax.data.dataset import GroupDataset, Split
 from gradtune_jax.methods.early import early_logits
 from gradtune_jax.methods.erm import ERMConfig
-from gradtune_jax.methods.retrain import predict_labels, train_selected
+from gradtune_jax.methods.retrain import predict_labels, recipe, train_selected
 from gradtune_jax.methods.selection import grid, select
 from gradtune_jax.train.state import TrainState
 
 
 @dataclasses.dataclass(frozen=True)
 class JTTConfig:
-    """`id_epochs` T, the fixed-regime `lambda_up`, and the searched `lambda_grid`."""
+    """`id_epochs` T, the fixed-regime `lambda_up`, the searched `lambda_grid`, and the epochs of
+    the second model (None: ERM's)."""
 
     id_epochs: int = 5
     lambda_up: float = 100.0
     lambda_grid: tuple[float, ...] = (100.0,)
+    epochs: int | None = None
 
 
 def error_set(logits_NC: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -44,7 +46,7 @@ def jtt(ds: GroupDataset, erm: ERMConfig, cfg: JTTConfig, seed: int, val_select:
         progress: bool = False) -> tuple[TrainState, dict]:
     """JTT's final model and info (error-set size, chosen `lambda_up` and epoch, scores)."""
     errors = error_set(early_logits(ds, erm, cfg.id_epochs, seed, progress)["train"], ds.train.y)
-    fit_cfg = dataclasses.replace(erm, fit=dataclasses.replace(erm.fit, sampler="weighted"))
+    fit_cfg = recipe(erm, cfg.epochs, sampler="weighted")
 
     def fit(hp: dict) -> tuple[TrainState, dict]:
         return train_selected(ds, fit_cfg, seed, val_select=val_select, regime=regime,

@@ -23,6 +23,13 @@ from gradtune_jax.train.state import TrainState
 from gradtune_jax.train.steps import LossFn, train_step, weighted_ce
 
 
+def recipe(erm: ERMConfig, epochs: int | None = None, **fit_changes) -> ERMConfig:
+    """The ERM recipe with `fit` fields changed (`epochs=None` keeps ERM's epoch count)."""
+    if epochs is not None:
+        fit_changes["epochs"] = epochs
+    return dataclasses.replace(erm, fit=dataclasses.replace(erm.fit, **fit_changes))
+
+
 def predict_labels(state: TrainState, x: Any, batch_size: int = 512) -> np.ndarray:
     """Eval-mode predicted classes of a full model."""
     return predict(state, x, batch_size)[0].argmax(-1)

@@ -2,7 +2,7 @@
 
 RWG samples every group equally often (with replacement, epoch length |train|). SUBG trains on a
 seeded subset with `min_g count(g)` examples per group; its epoch count is scaled so that it takes
-as many optimizer steps as ERM (`steps_matched`), or kept as ERM's. Both need train group labels;
+as many optimizer steps as the same number of epochs on all of train (`steps_matched`). Both need train group labels;
 the retraining epoch is selected by the regime.
 """
 from __future__ import annotations
@@ -14,16 +14,24 @@ import numpy as np
 from gradtune_jax.data.dataset import GroupDataset, Split
 from gradtune_jax.methods.dfr import group_balanced_subsample
 from gradtune_jax.methods.erm import ERMConfig
-from gradtune_jax.methods.retrain import train_selected
+from gradtune_jax.methods.retrain import recipe, train_selected
 from gradtune_jax.train.loop import steps_per_epoch
 from gradtune_jax.train.state import TrainState
 
 
-def rwg(ds: GroupDataset, erm: ERMConfig, seed: int, val_select: Split, regime: str,
+@dataclasses.dataclass(frozen=True)
+class ReweightConfig:
+    """Epochs (None: ERM's; SUBG then matches ERM's step count when `steps_matched`)."""
+
+    epochs: int | None = None
+    steps_matched: bool = True
+
+
+def rwg(ds: GroupDataset, erm: ERMConfig, cfg: ReweightConfig, seed: int, val_select: Split, regime: str,
         progress: bool = False) -> tuple[TrainState, dict]:
     """RWG: the ERM recipe with a group-balanced sampler."""
-    cfg = dataclasses.replace(erm, fit=dataclasses.replace(erm.fit, sampler="group_balanced"))
-    return train_selected(ds, cfg, seed, val_select=val_select, regime=regime, desc="RWG", progress=progress)
+    return train_selected(ds, recipe(erm, cfg.epochs, sampler="group_balanced"), seed, val_select=val_select,
+                          regime=regime, desc="RWG", progress=progress)
 
 
 def subg_indices(g: np.ndarray, seed: int) -> np.ndarray:
@@ -31,15 +39,14 @@ def subg_indices(g: np.ndarray, seed: int) -> np.ndarray:
     return group_balanced_subsample(g, np.random.default_rng([seed, 7]))
 
 
-def subg(ds: GroupDataset, erm: ERMConfig, seed: int, val_select: Split, regime: str, steps_matched: bool = True,
+def subg(ds: GroupDataset, erm: ERMConfig, cfg: ReweightConfig, seed: int, val_select: Split, regime: str,
          progress: bool = False) -> tuple[TrainState, dict]:
     """SUBG: the ERM recipe (uniform sampler) on the group-balanced subset."""
     idx = subg_indices(ds.train.g, seed)
-    epochs = erm.fit.epochs
-    if steps_matched:
-        total = erm.fit.epochs * steps_per_epoch(len(ds.train), erm.fit.batch_size)
+    epochs = cfg.epochs or erm.fit.epochs
+    if cfg.steps_matched:
+        total = epochs * steps_per_epoch(len(ds.train), erm.fit.batch_size)
         epochs = max(1, round(total / steps_per_epoch(len(idx), erm.fit.batch_size)))
-    cfg = dataclasses.replace(erm, fit=dataclasses.replace(erm.fit, sampler="uniform", epochs=epochs))
-    state, info = train_selected(ds, cfg, seed, val_select=val_select, regime=regime, train=ds.train.subset(idx),
+    state, info = train_selected(ds, recipe(erm, epochs, sampler="uniform"), seed, val_select=val_select, regime=regime, train=ds.train.subset(idx),
                                  desc="SUBG", progress=progress)
     return state, {**info, "n_subset": len(idx), "epochs": epochs}
