@@ -45,17 +45,17 @@ def add_data_args(p: common.ArgumentParser) -> None:
     g.add_argument("--data-seed", type=int, default=0, help="seed of the embedded dataset (default 0)")
 
 
-def add_run_args(p: common.ArgumentParser, name: str, quick: bool = True) -> common.ArgumentParser:
-    """--seeds, --out, --erm-cache, --no-progress (and --quick); returns the group for more options."""
+def add_run_args(p: common.ArgumentParser, name: str, erm_cache: bool = True) -> common.ArgumentParser:
+    """--seeds, --out, (--erm-cache,) --quick, --no-progress; returns the group for more options."""
     r = p.add_argument_group("run")
     r.add_argument("--seeds", type=common.parse_seeds, default=[0, 1, 2], help="e.g. 0,1,2 or 0-4 (default 0,1,2)")
     r.add_argument("--out", help=f"output folder (default runs/{name}/<dataset>); rerun to resume")
-    r.add_argument("--erm-cache", help="folder of the per-seed ERM checkpoints and feature cache (default: --out); "
-                                       "give several commands the same folder to train ERM once")
-    if quick:
-        r.add_argument("--quick", action="store_true",
-                       help="smoke test in seconds: tiny embedded data (8x8), tiny CNN, first seed only, "
-                            "2 ERM epochs, M'=40, 100 fine-tuning epochs (explicit options still win)")
+    if erm_cache:
+        r.add_argument("--erm-cache", help="folder of the per-seed ERM checkpoints and feature cache (default: --out); "
+                                           "give several commands the same folder to train ERM once")
+    r.add_argument("--quick", action="store_true",
+                   help="smoke test in seconds: tiny embedded data (8x8), tiny CNN, first seed only, "
+                        "2 ERM epochs, M'=40, 100 fine-tuning epochs (explicit options still win)")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return r
 
@@ -86,6 +86,20 @@ def add_finetune_args(p: common.ArgumentParser, sampler: bool = True) -> None:
     if sampler:
         f.add_argument("--ft-sampler", choices=("class_balanced", "uniform"), help="class-balanced (default) or plain")
         f.add_argument("--retrain", action="store_true", help="reset the head before last-layer training (Table 5)")
+
+
+def add_trak_args(p: common.ArgumentParser) -> None:
+    """TRAK options, as `experiments.debias_table.trak_config(args)` reads them."""
+    from gradtune_jax.methods.debias import WEIGHTINGS
+
+    t = p.add_argument_group("TRAK and alignment (--quick: 32 projections, 1 checkpoint)")
+    t.add_argument("--proj-dim", type=int, default=2048, help="projection dimension; 0 = no projection (default 2048)")
+    t.add_argument("--lambda-reg", type=float, default=0.0, help="ridge added to X^T X (default 0)")
+    t.add_argument("--checkpoints", type=common.positive_int, default=3,
+                   help="ERM epochs (evenly spaced, last included) in the TRAK ensemble (default 3)")
+    t.add_argument("--trak-params", choices=("all", "head"), default="all", help="parameters TRAK differentiates")
+    t.add_argument("--weighting", choices=WEIGHTINGS, default="loss",
+                   help="group weight: mean val loss (default, official code) or exp(loss)")
 
 
 def _replace(obj, **kw):

@@ -51,13 +51,15 @@ def _display(img: np.ndarray) -> np.ndarray:
     if img.ndim == 3 and img.shape[-1] == 1:
         img = img[..., 0]
     lo, hi = float(img.min()), float(img.max())
+    if lo >= -0.1 and hi <= 1.1:  # already [0, 1] pixels: keep the colours
+        return np.clip(img, 0.0, 1.0)
     return (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
 
 
 def image_grid(rows: Sequence[tuple[str, np.ndarray, Sequence[str]]], path: str, title: str,
                cell: float = 0.9) -> None:
-    """A grid with one row per `(row label, images (n, H, W[, C]), per-image captions)`; each image
-    is min-max scaled for display."""
+    """A grid with one row per `(row label, images (n, H, W[, C]), per-image captions)`; images
+    outside [0, 1] are min-max scaled for display."""
     ncols = max(1, max(len(imgs) for _, imgs, _ in rows))
     fig, axes = plt.subplots(len(rows), ncols, figsize=(cell * ncols + 1.6, cell * len(rows) + 0.6), squeeze=False)
     for r, (label, imgs, captions) in enumerate(rows):
