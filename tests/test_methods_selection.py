@@ -111,3 +111,14 @@ def test_registry_describes_every_row():
     assert group_label_use("jtt", "worst-class") == "no/no"
     assert group_label_use("dfr", "worst-class") == "no/yes"
     assert group_label_use("gradtune", "fixed") == "no/no"
+
+
+def test_table1_lists_all_rows_in_paper_order_with_their_paper_regimes():
+    from experiments import table1
+    from gradtune_jax.methods.baselines import paper_selection
+
+    assert table1.parse_methods("all")[:9] == ["group_dro", "jtt", "dfr", "self", "afr", "erm", "random_finetune",
+                                               "ula", "gradtune"]
+    assert [paper_selection(m) for m in ("dfr", "jtt", "gradtune", "ula")] == ["oracle", "oracle", "fixed",
+                                                                              "worst-class"]
+    assert "paper" in table1.build_parser().parse_args(["--selection", "paper"]).selection

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from gradtune_jax.data.dataset import GroupDataset
+from gradtune_jax.errors import UserError
 from gradtune_jax.methods.afr import AFRConfig, afr
 from gradtune_jax.methods.cb_llr import cb_llr
 from gradtune_jax.methods.dfr import DFRConfig, dfr
@@ -25,7 +26,8 @@ from gradtune_jax.methods.early import early_logits
 from gradtune_jax.methods.gradtune import GradTuneConfig
 from gradtune_jax.methods.group_dro import GroupDROConfig, group_dro
 from gradtune_jax.methods.jtt import JTTConfig, jtt
-from gradtune_jax.methods.registry import Method, MethodOutput, RunContext, head_output, register_method
+from gradtune_jax.methods.registry import (Method, MethodOutput, RunContext, get_method, head_output,
+                                           register_method)
 from gradtune_jax.methods.retrain import predict_labels
 from gradtune_jax.methods.reweight import ReweightConfig, rwg, subg
 from gradtune_jax.methods.selection import REGIMES, guard_dataset, guard_features
@@ -60,11 +62,18 @@ def family(ds: GroupDataset) -> str:
 
 
 def group_label_use(name: str, regime: str) -> str:
-    """The "train/val" group-label use of a run, e.g. `no/yes` (val: D's groups or oracle selection)."""
+    """The "train/val" group-label use of a baseline run under `regime`, e.g. `no/yes` (val: the
+    groups of D, or oracle selection); other registered methods report their registry label."""
     spec = SPECS.get(name)
-    train = spec is not None and spec.train_groups
-    val = (spec is not None and spec.heldout_groups) or regime == "oracle"
-    return f"{'yes' if train else 'no'}/{'yes' if val else 'no'}"
+    if spec is None:
+        return get_method(name).group_labels
+    val = spec.heldout_groups or regime == "oracle"
+    return f"{'yes' if spec.train_groups else 'no'}/{'yes' if val else 'no'}"
+
+
+def paper_selection(name: str) -> str:
+    """The regime of the method's row in its paper (`fixed` for methods without a search)."""
+    return SPECS[name].paper_selection if name in SPECS else "fixed"
 
 
 def method_config(ctx: RunContext, name: str) -> Any:
@@ -122,11 +131,13 @@ def run_afr(ctx: RunContext) -> MethodOutput:
 def run_self(ctx: RunContext) -> MethodOutput:
     ds, fs = _guarded(ctx, "self")
     cfg: SELFConfig = method_config(ctx, "self")
+    if ctx.ds.input_kind == "features":  # no backbone to stop early: rank by the ERM head's loss
+        cfg = dataclasses.replace(cfg, score="misclassification")
     early = None
     if cfg.score == "es_disagreement":
         early = early_logits(ds, ctx.config.erm, cfg.early_epochs, ctx.seed, ctx.progress)["val"][fs.heldout]
     head, info = self_finetune(fs, _head_cfg(ctx), cfg, ctx.seed, ctx.selection, early)
-    return head_output(ctx.fs, head, info, _actual(ctx, info))
+    return head_output(ctx.fs, head, {**info, "score": cfg.score}, _actual(ctx, info))
 
 
 def run_cb_llr(ctx: RunContext) -> MethodOutput:
@@ -136,6 +147,9 @@ def run_cb_llr(ctx: RunContext) -> MethodOutput:
 
 def _retrain(name: str, fn: Callable) -> Callable[[RunContext], MethodOutput]:
     def run(ctx: RunContext) -> MethodOutput:
+        if ctx.ds.input_kind == "features":
+            raise UserError(f"{name} retrains the whole model and needs raw inputs; {ctx.ds.name} holds precomputed "
+                            "features, on which only last-layer methods run")
         ds, _ = _guarded(ctx, name)
         state, info = fn(ctx, ds, _val_select(ctx, ds))
         pred = predict_labels(state, ctx.ds.test.x, ctx.config.erm.eval_batch_size)
@@ -145,6 +159,9 @@ def _retrain(name: str, fn: Callable) -> Callable[[RunContext], MethodOutput]:
 
 
 def run_ula(ctx: RunContext) -> MethodOutput:
+    if ctx.ds.input_kind != "image":
+        raise UserError(f"uLA needs image inputs (its self-supervised stage augments images), {ctx.ds.name} has "
+                        f"{ctx.ds.input_kind!r} inputs; leave 'ula' out of --methods (the paper has no text rows)")
     ds, _ = _guarded(ctx, "ula")
     pred, info = ula(ds, ctx.config.erm, method_config(ctx, "ula"), ctx.seed, ctx.fs.selection, ctx.selection)
     return MethodOutput(pred_test=pred, info=info, selection=_actual(ctx, info))
@@ -167,7 +184,8 @@ def register_baselines() -> None:
               _retrain("group_dro", lambda c, ds, v: group_dro(ds, c.config.erm, method_config(c, "group_dro"),
                                                                c.seed, v, c.selection, c.progress)))
     _register("jtt", "JTT", "retrain", BaselineSpec(False, False, "oracle", _families(
-        JTTConfig(), JTTConfig(id_epochs=1, lambda_up=6.0, lambda_grid=(6.0,)), JTTConfig(epochs=SHORT))),
+        JTTConfig(), JTTConfig(id_epochs=1, lambda_up=6.0, lambda_grid=(6.0, 20.0)),
+        JTTConfig(lambda_up=20.0, lambda_grid=(5.0, 20.0, 100.0), epochs=SHORT))),
         _retrain("jtt", lambda c, ds, v: jtt(ds, c.config.erm, method_config(c, "jtt"), c.seed, v, c.selection,
                                              c.progress)))
     _register("dfr", "DFR", "last_layer", BaselineSpec(False, True, "oracle", _families(DFRConfig())), run_dfr)

@@ -28,7 +28,7 @@ class JTTConfig:
 
     id_epochs: int = 5
     lambda_up: float = 100.0
-    lambda_grid: tuple[float, ...] = (100.0,)
+    lambda_grid: tuple[float, ...] = (20.0, 50.0, 100.0)
     epochs: int | None = None
 
 
