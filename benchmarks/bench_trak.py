@@ -12,6 +12,7 @@ set-up (imports, model, data), in MiB.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import resource
 import subprocess
@@ -121,13 +122,11 @@ def main() -> None:
     args = ap.parse_args()
     if args.variant:
         return child(args)
-    try:
-        import trak  # noqa: F401
-        import torch  # noqa: F401
-        variants = ["ours", "ours-blocks", "traker"]
-    except ImportError:
+    variants = ["ours", "ours-blocks"]
+    if importlib.util.find_spec("torch") and importlib.util.find_spec("trak"):
+        variants.append("traker")
+    else:
         print("traker/torch not installed: measuring ours only (pip install torch==2.13.0 traker==0.3.2)")
-        variants = ["ours", "ours-blocks"]
     results = {}
     for v in variants:
         cmd = [sys.executable, "-m", "benchmarks.bench_trak", "--variant", v, "--n", str(args.n), "--batch",

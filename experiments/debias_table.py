@@ -22,24 +22,23 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from experiments import common
-from experiments.configs import ExperimentConfig, get_config, preset_names
-from experiments.runner import config_dict, pretrained_init
-from gradtune_jax.data.registry import load_dataset
+from experiments import cli, common
+from experiments.configs import ExperimentConfig
+from experiments.runner import pretrained_init
 from gradtune_jax.errors import UserError
 from gradtune_jax.methods import debias
 from gradtune_jax.methods.erm import extract_features
 from gradtune_jax.methods.registry import SELECTION_REGIMES, RunContext, get_method, method_names
 from gradtune_jax.metrics import evaluate
-from gradtune_jax.models.registry import backbone_names
 from gradtune_jax.train.loop import predict
+
+MODULE = "experiments.debias_table"
 
 OWN = {"erm": ("ERM", "no/no"), "auto_trak": ("Auto-TRAK", "no/no"), "trak": ("TRAK", "no/yes")}
 # Row order of the paper's table (baselines appear when `methods.baselines` registers them).
 PAPER_ORDER = ("erm", "auto_trak", "jtt", "dfr", "trak", "rwg", "subg", "group_dro")
 BASELINES = ("jtt", "dfr", "rwg", "subg", "group_dro")
 CSV_COLUMNS = ("dataset", "method", "bal_mean", "bal_std", "wga_mean", "wga_std")
-QUICK_COUNTS = {"train": (40, 6, 4, 30), "val": (16, 16, 8, 8), "test": (16, 16, 8, 8)}
 
 
 def available_methods() -> list[str]:
@@ -48,65 +47,23 @@ def available_methods() -> list[str]:
 
 
 def build_parser() -> common.ArgumentParser:
-    p = common.ArgumentParser(prog="python -m experiments.debias_table",
+    p = common.ArgumentParser(prog=f"python -m {MODULE}",
                               description="Debiasing by data attribution: ERM, TRAK, Auto-TRAK and baselines "
                                           "(balanced accuracy and WGA), plus the WGA-versus-K curve.")
-    g = p.add_argument_group("data and model")
-    g.add_argument("--dataset", default="digits", choices=preset_names(),
-                   help="dataset preset (default: the embedded Waterbirds-shaped digits, no download)")
-    g.add_argument("--data-dir", help="folder with the dataset files (real datasets; see README)")
-    g.add_argument("--model", choices=backbone_names(), help="backbone (default: the preset's)")
-    g.add_argument("--weights", help="pretrained backbone weights (resnet*/bert*)")
-    g.add_argument("--data-seed", type=int, default=0, help="seed of the embedded dataset (default 0)")
-    r = p.add_argument_group("run")
-    r.add_argument("--seeds", type=common.parse_seeds, default=[0, 1, 2], help="e.g. 0,1,2 or 0-4 (default 0,1,2)")
+    cli.add_data_args(p)
+    r = cli.add_run_args(p, "debias_table", erm_cache=False)
     r.add_argument("--methods", default="all",
                    help=f"comma list or 'all' (default all available: {','.join(available_methods())})")
     r.add_argument("--selection", default="worst-class", choices=SELECTION_REGIMES,
                    help="model selection of the baselines that select (default worst-class: no group labels)")
-    r.add_argument("--out", help="output folder (default runs/debias_table/<dataset>); rerun to resume")
-    r.add_argument("--quick", action="store_true",
-                   help="smoke test: tiny digits (100 train), tiny CNN, 2 epochs, 1 seed, k=32")
-    r.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    e = p.add_argument_group("ERM recipe (defaults: the dataset preset, as in table1)")
-    e.add_argument("--erm-epochs", type=common.positive_int)
-    e.add_argument("--erm-lr", type=common.positive_float)
-    e.add_argument("--erm-batch-size", type=common.positive_int)
-    t = p.add_argument_group("TRAK and removal")
-    t.add_argument("--proj-dim", type=int, default=2048, help="projection dimension; 0 = no projection (default 2048)")
-    t.add_argument("--lambda-reg", type=float, default=0.0, help="ridge added to X^T X (default 0)")
-    t.add_argument("--checkpoints", type=common.positive_int, default=3,
-                   help="ERM epochs (evenly spaced, last included) in the TRAK ensemble (default 3)")
-    t.add_argument("--trak-params", choices=("all", "head"), default="all", help="parameters TRAK differentiates")
-    t.add_argument("--weighting", choices=debias.WEIGHTINGS, default="loss",
-                   help="group weight: mean val loss (default, official code) or exp(loss)")
+    cli.add_erm_args(p)
+    cli.add_trak_args(p)
+    t = p.add_argument_group("removal")
     t.add_argument("--k", type=common.positive_int, help="remove the K most negative instead of every T < 0")
     t.add_argument("--curve", default="0.5,2",
                    help="WGA-vs-K curve on the first seed: multiples of K* = #(T < 0) to retrain at, "
                         "or 'none' (default 0.5,2; K=0 and K* reuse the ERM and TRAK runs)")
     return p
-
-
-def config_from_args(args) -> ExperimentConfig:
-    cfg = get_config(args.dataset)
-    fit = cfg.erm.fit
-    if args.quick:
-        fit = dataclasses.replace(fit, epochs=2, batch_size=16)
-    kw = {k: v for k, v in (("epochs", args.erm_epochs), ("batch_size", args.erm_batch_size)) if v is not None}
-    fit = dataclasses.replace(fit, **kw)
-    if args.erm_lr is not None:
-        fit = dataclasses.replace(fit, optim=dataclasses.replace(fit.optim, lr=args.erm_lr))
-    model = args.model or ("tiny_cnn" if args.quick else cfg.erm.model)
-    kwargs = dict(cfg.dataset_kwargs)
-    if args.dataset == "digits":
-        kwargs["seed"] = args.data_seed
-        if args.quick:
-            kwargs["counts"] = QUICK_COUNTS
-    if args.data_dir is not None:
-        kwargs["data_dir"] = args.data_dir
-    seeds = (args.seeds[0],) if args.quick else tuple(args.seeds)
-    return dataclasses.replace(cfg, erm=dataclasses.replace(cfg.erm, model=model, fit=fit), seeds=seeds,
-                               dataset_kwargs=kwargs)
 
 
 def trak_config(args) -> debias.TrakConfig:
@@ -168,6 +125,7 @@ def run_seed(ds, cfg: ExperimentConfig, tcfg: debias.TrakConfig, seed: int, meth
     final = states[-1]
     res: dict = {"methods": methods, "curve": curve, "checkpoint_epochs": epochs, "rows": {}}
     res["rows"]["erm"] = {"metrics": _metrics(final, ds), "n_train": len(ds.train)}
+    _log_row(path, res, seed, "erm")
     needs_trak = {"trak", "auto_trak"} & set(methods) or curve
     if needs_trak:
         t0 = time.perf_counter()
@@ -190,6 +148,7 @@ def run_seed(ds, cfg: ExperimentConfig, tcfg: debias.TrakConfig, seed: int, meth
                                        progress=progress, init_variables_fn=init_fn)
                 row["metrics"] = _metrics(st, ds)
             res["rows"][name] = row
+            _log_row(path, res, seed, name)
             if name == "trak":
                 t_trak = t_N
         if curve and seed == cfg.seeds[0]:
@@ -205,8 +164,19 @@ def run_seed(ds, cfg: ExperimentConfig, tcfg: debias.TrakConfig, seed: int, meth
             mo = method.run(ctx)
             res["rows"][name] = {"metrics": evaluate(mo.pred_test, ds.test.y, ds.test.masks()),
                                  "selection": mo.selection, "group_labels": method.group_labels}
+            _log_row(path, res, seed, name)
     common.atomic_write_json(path, res)
     return res
+
+
+def _log_row(path: str, res: dict, seed: int, name: str) -> None:
+    """Print one finished row and save the seed's partial results next to `path`."""
+    row = res["rows"][name]
+    if "metrics" in row:
+        m = row["metrics"]
+        print(f"seed {seed} {name:<10} bal {100 * m['bal_acc']:.1f}  wga {100 * m['wga']:.1f}"
+              + (f"  removed {row['n_removed']}" if "n_removed" in row else ""), flush=True)
+    common.atomic_write_json(path.replace(".json", ".partial.json"), res)
 
 
 def _curve(ds, cfg, seed, t_N, res, mults, progress, init_fn) -> list[dict]:
@@ -223,6 +193,7 @@ def _curve(ds, cfg, seed, t_N, res, mults, progress, init_fn) -> list[dict]:
         st = debias.retrain_on(ds, cfg.erm, seed, keep, desc=f"curve K={k}", progress=progress,
                                init_variables_fn=init_fn)
         pts.append({"k": k, **_short(_metrics(st, ds))})
+        print(f"seed {seed} curve K={k}: wga {100 * pts[-1]['wga']:.1f}  bal {100 * pts[-1]['bal_acc']:.1f}", flush=True)
     return sorted(pts, key=lambda p: p["k"])
 
 
@@ -276,26 +247,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     methods = parse_methods(args.methods)
     curve = parse_curve(args.curve)
-    try:
-        cfg = config_from_args(args)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    cfg, ds = cli.load(args)
     tcfg = trak_config(args)
-    out = args.out or os.path.join("runs", "debias_table", args.dataset)
-    progress = not args.no_progress and sys.stderr.isatty()
+    out = cli.out_dir(args, "debias_table")
+    progress = cli.show_progress(args)
     t0 = time.perf_counter()
-    ds = load_dataset(cfg.dataset, **cfg.dataset_kwargs)
     print(f"{ds.name}: per-split group counts\n{ds.count_table()}")
     init_fn = pretrained_init(cfg.erm.model, args.weights, ds.n_classes)
     per_seed = {}
     for seed in tqdm(cfg.seeds, desc="seeds", disable=not progress or len(cfg.seeds) == 1, leave=False):
         r = run_seed(ds, cfg, tcfg, seed, methods, args, out, curve, progress, init_fn)
         per_seed[str(seed)] = r
-        for name in methods:
-            m = r["rows"].get(name, {}).get("metrics")
-            if m:
-                print(f"seed {seed} {name:<10} bal {100 * m['bal_acc']:.1f}  wga {100 * m['wga']:.1f}"
-                      + (f"  removed {r['rows'][name]['n_removed']}" if "n_removed" in r["rows"][name] else ""))
         if "auto_trak_groups" in r:
             a = r["auto_trak_groups"]
             print(f"seed {seed} Auto-TRAK groups vs true: ARI {a['ari']:.3f}  minority recall {a['minority_recall']:.3f}")
@@ -308,8 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    f"{ds.name}, seed {cfg.seeds[0]}: removing negative-alignment examples")
     seconds = time.perf_counter() - t0
     title = (f"# Debiasing by data attribution on `{ds.name}` ({len(cfg.seeds)} seeds, test accuracy %, "
-             f"mean ± std)\n\nCommand: `python -m experiments.debias_table "
-             f"{' '.join(argv if argv is not None else sys.argv[1:])}`\n\n")
+             f"mean ± std)\n\nCommand: `{cli.command_line(MODULE, argv)}`\n\n")
     note = ""
     if agreement:
         note = (f"\nAuto-TRAK pseudo-groups vs true validation groups: ARI {agreement['ari'][0]:.3f} ± "
@@ -317,13 +278,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{agreement['minority_recall'][1]:.3f}\n")
     common.atomic_write_text(os.path.join(out, "debias_table.md"), title + md + note)
     common.write_csv(os.path.join(out, "debias_table.csv"), CSV_COLUMNS, csv_rows)
-    common.atomic_write_json(os.path.join(out, "results.json"), {
-        "experiment": "debias_table", "dataset": ds.name, "group_names": ds.names_of_groups(),
-        "config": config_dict(cfg), "trak": dataclasses.asdict(tcfg), "weighting": args.weighting, "k": args.k,
-        "methods": methods, "selection_requested": args.selection,
-        "group_label_regime": {s["method"]: s["group_labels"] for s in summary},
-        "auto_trak_agreement": agreement, "versions": common.versions(), "seconds": seconds, "summary": summary,
-        "per_seed": per_seed})
+    cli.write_results(out, "debias_table", ds, cfg, argv, MODULE, seconds, trak=dataclasses.asdict(tcfg),
+                      weighting=args.weighting, k=args.k, methods=methods, selection_requested=args.selection,
+                      group_label_regime={s["method"]: s["group_labels"] for s in summary},
+                      auto_trak_agreement=agreement, summary=summary, per_seed=per_seed)
     print("\n" + md + note)
     print(f"wrote {out}/debias_table.md, debias_table.csv, results.json"
           + (", wga_vs_k.png" if first.get("curve_points") else "") + f" ({seconds:.0f} s)")
