@@ -8,10 +8,11 @@
   replicated (`in_axes=None`, `out_axes=None`). Each device runs the step on its shard; the loss
   and metrics are computed on the all-gathered logits/labels (so any `loss_fn`, GroupDRO included,
   sees the global batch and its global weight sum), gradients and BatchNorm running statistics are
-  `pmean`-ed. For batch statistics that equal the global batch's in the forward pass, the backbone
-  must reduce them over the axis: backbones opt in with a field `bn_axis_name` (passed to
-  `nn.BatchNorm(axis_name=...)`), which this mode sets to `"data"`; without it the statistics are
-  per-device (the flax imagenet example's behaviour) and only the running averages are averaged.
+  `pmean`-ed. BatchNorm layers (any Linen model's `nn.BatchNorm` without an `axis_name`) are
+  made to reduce their batch statistics over the device axis (sync BatchNorm, via a method
+  interceptor), so the forward pass normalises with the global batch's statistics exactly as
+  the single-device step does; the alternative of per-device statistics with averaged running
+  averages (the flax imagenet example) is not equivalent and not offered.
   Dropout keys differ per device, so masks differ from the single-device step's.
 - `"none"`: plain `jax.jit` on the default device (the historical behaviour).
 
@@ -26,6 +27,7 @@ import dataclasses
 import functools
 from typing import Any, Callable
 
+import flax.linen as nn
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
@@ -63,14 +65,24 @@ def pad_batch(batch: Any, multiple: int) -> Any:
     return out
 
 
-def sync_batchnorm_apply(apply_fn: Callable) -> Callable | None:
-    """`apply` of the same `Classifier` with its backbone's `bn_axis_name` set to `DATA_AXIS`, or
-    None when `apply_fn` is not a Classifier's bound `apply` or the backbone has no such field."""
-    model = getattr(apply_fn, "__self__", None)
-    backbone = getattr(model, "backbone", None)
-    if backbone is None or not hasattr(backbone, "bn_axis_name"):
-        return None
-    return model.clone(backbone=backbone.clone(bn_axis_name=DATA_AXIS)).apply
+def _global_batchnorm(next_fun, args, kwargs, context):
+    """Method interceptor: every `nn.BatchNorm` without an `axis_name` reduces over `DATA_AXIS`
+    (same variables: the clone is bound to the module's own scope)."""
+    m = context.module
+    if isinstance(m, nn.BatchNorm) and m.axis_name is None and context.method_name == "__call__":
+        return m.clone(parent=m.scope, axis_name=DATA_AXIS)(*args, **kwargs)
+    return next_fun(*args, **kwargs)
+
+
+def global_batchnorm(apply_fn: Callable) -> Callable:
+    """`apply_fn` with BatchNorm batch statistics taken over the whole `DATA_AXIS` (inside `pmap`)."""
+
+    @functools.wraps(apply_fn)
+    def apply(*args, **kwargs):
+        with nn.intercept_methods(_global_batchnorm):
+            return apply_fn(*args, **kwargs)
+
+    return apply
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,8 +105,7 @@ class DataParallel:
 
 
 def _pmap_body(loss_fn: LossFn, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-    synced = sync_batchnorm_apply(state.apply_fn)
-    inner = state if synced is None else state.replace(apply_fn=synced)
+    inner = state.replace(apply_fn=global_batchnorm(state.apply_fn))
     inner, metrics = train_step(inner, batch, loss_fn, axis_name=DATA_AXIS)
     return inner.replace(apply_fn=state.apply_fn), metrics
 
