@@ -7,7 +7,8 @@
 Runs, in order, each into `--out/<step>/`: table1, gradnorms, finetune_size, ablations (sharing
 one per-seed ERM feature cache in `--out/erm`), debias_table (its rows only: the WGA-versus-K
 curve comes from attribution, with its baselines) and attribution; then writes `--out/index.md`.
-A failing step is reported and the others still run (exit status 1). Rerunning resumes.
+A failing step is reported and the others still run (exit status 1). Rerunning resumes; steps
+left out with --only keep their earlier outputs in the index.
 """
 from __future__ import annotations
 
@@ -98,6 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc = common.run_cli(importlib.import_module(f"experiments.{step}").main, sub)
         status[step] = (command, f"ok ({time.perf_counter() - t:.0f} s)" if rc == 0 else f"failed (exit status {rc})")
         print(f"=== {step}: {status[step][1]}", flush=True)
+    for step in STEPS:  # outputs of earlier invocations stay linked
+        if step not in status and os.path.isdir(os.path.join(out, step)):
+            status[step] = (f"python -m experiments.{step} {' '.join(step_argv(args, step, out))}", "earlier run")
+    status = {step: status[step] for step in STEPS if step in status}
     common.atomic_write_text(os.path.join(out, "index.md"), index_page(out, status, argv))
     print(f"\nwrote {out}/index.md ({time.perf_counter() - t0:.0f} s)")
     return 0 if all(state.startswith("ok") for _, state in status.values()) else 1

@@ -78,6 +78,7 @@ def plot(results: dict, sizes: Sequence[int], title: str, path: str) -> None:
     ax.axhline(np.mean(erm), ls="--", color="gray", label="ERM")
     ax.set_xscale("log")
     ax.set_xticks(list(sizes), [str(n) for n in sizes])
+    ax.set_xticks([], minor=True)
     ax.set_xlabel("fine-tuning set size M' (k = 0.8 M')")
     ax.set_ylabel("test worst-group accuracy (%)")
     ax.set_title(title, fontsize=9)
