@@ -48,12 +48,13 @@ def featurize(apply_fn: ApplyFn, params: Any, x: Any, y_N: jax.Array, key: jax.A
     `phi = (grad_theta margin) @ P / sqrt(n_params)` with the gradient taken w.r.t. the subtree
     `wrt` of `params` (a key or key path; None = all) and `P` generated block by block from `key`
     (`proj_dim=None`: identity, k = n_params). `proj_matrix`, when given, is that same `P`
-    already materialised (`materialize_projection`), which saves regenerating it per batch.
+    already materialised (`materialize_projection`, possibly `padded`), which saves
+    regenerating it per batch.
     """
     wrt = None if wrt is None else (wrt if isinstance(wrt, str) else tuple(wrt))
     g_NP = flat_per_example_grads(_margin_fn(apply_fn), params, x, y_N, wrt)
     if proj_matrix is not None:
-        g_NP = g_NP @ proj_matrix
+        g_NP = jnp.pad(g_NP, ((0, 0), (0, proj_matrix.shape[0] - g_NP.shape[1]))) @ proj_matrix
     elif proj_dim is not None:
         g_NP = project(g_NP, key, proj_dim, proj_type, block_size)
     phi_NK = g_NP / jnp.sqrt(jnp.float32(num_params(params, wrt)))

@@ -50,11 +50,13 @@ def project(g_NP: jax.Array, key: jax.Array, proj_dim: int, proj_type: str = "no
     return acc_NK
 
 
-@functools.partial(jax.jit, static_argnums=(0, 2, 3, 4))
+@functools.partial(jax.jit, static_argnums=(0, 2, 3, 4, 5))
 def materialize_projection(n_params: int, key: jax.Array, proj_dim: int, proj_type: str = "normal",
-                           block_size: int | None = None) -> jax.Array:
-    """The whole `(n_params, proj_dim)` matrix `project` uses (tests and small models only)."""
+                           block_size: int | None = None, padded: bool = False) -> jax.Array:
+    """The whole `(n_params, proj_dim)` matrix `project` uses (small models, tests). `padded`
+    keeps the zero-weight tail of the last block (`n_blocks * block` rows) and avoids a copy."""
     bs = block_size or default_block_size(n_params, proj_dim)
     n_blocks = -(-n_params // bs)
-    blocks = [projection_block(key, b, bs, proj_dim, proj_type) for b in range(n_blocks)]
-    return jnp.concatenate(blocks, axis=0)[:n_params]
+    blocks = jax.vmap(lambda b: projection_block(key, b, bs, proj_dim, proj_type))(jnp.arange(n_blocks))
+    full = blocks.reshape(n_blocks * bs, proj_dim)
+    return full if padded else full[:n_params]

@@ -64,7 +64,7 @@ def featurize_dataset(apply_fn: ApplyFn, params: Any, data: tuple[Any, np.ndarra
     if proj_dim is not None:
         n_p = num_params(params, wrt)
         if cache_projection or (cache_projection is None and n_p * proj_dim * 4 <= PROJ_CACHE_BYTES):
-            proj_matrix = materialize_projection(n_p, key, proj_dim, proj_type, block_size)
+            proj_matrix = materialize_projection(n_p, key, proj_dim, proj_type, block_size, True)
             if mesh is not None:
                 proj_matrix = replicate(proj_matrix, mesh)
     phis, qs = [], []
