@@ -1,8 +1,9 @@
 """TRAK featurisation on CPU: throughput and peak memory, ours vs MadryLab's traker, same MLP.
 
-Each variant runs in its own subprocess (clean peak RSS): `ours` (projection materialised once
-per checkpoint when small, the default), `ours-blocks` (projection regenerated block by block
-inside the kernel, memory O(block x k)), and `traker` (0.3.2, CPU, BasicProjector, float32),
+Each variant runs in its own subprocess (clean peak RSS): `ours` (Gaussian projection
+materialised once per checkpoint when small, the default), `ours-blocks` (Gaussian, regenerated
+block by block inside the kernel, memory O(block x k)), `ours-rademacher-blocks` (the same with
+Rademacher signs, 32 per random word), and `traker` (0.3.2, CPU, Gaussian BasicProjector, float32),
 skipped with a note when torch/traker are not installed. Same weights (numpy), same inputs,
 same k. Ours is timed after a warm-up call (XLA compilation) and includes generating the projection once;
 traker is timed from its constructor (which generates its projection) through featurisation.
@@ -53,7 +54,7 @@ def data(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return rng.normal(size=(n, D_IN)).astype(np.float32), rng.integers(0, N_CLASSES, n).astype(np.int64)
 
 
-def run_ours(args, cache: bool | None) -> dict:
+def run_ours(args, cache: bool | None, proj_type: str = "normal") -> dict:
     import jax
     import jax.numpy as jnp
 
@@ -68,7 +69,8 @@ def run_ours(args, cache: bool | None) -> dict:
         return h @ p["w2"] + p["b2"]
 
     params = jax.tree.map(jnp.asarray, w)
-    kw = dict(proj_dim=args.proj_dim, batch_size=args.batch, cache_projection=cache, progress=False)
+    kw = dict(proj_dim=args.proj_dim, proj_type=proj_type, batch_size=args.batch, cache_projection=cache,
+              progress=False)
     base = rss_mib()
     featurize_dataset(apply_fn, params, (x[:args.batch], y[:args.batch]), jax.random.key(0), **kw)  # warm-up
     t = time.perf_counter()
@@ -108,6 +110,7 @@ def run_traker(args) -> dict:
 
 def child(args) -> None:
     res = {"ours": lambda: run_ours(args, None), "ours-blocks": lambda: run_ours(args, False),
+           "ours-rademacher-blocks": lambda: run_ours(args, False, "rademacher"),
            "traker": lambda: run_traker(args)}[args.variant]()
     print("RESULT " + json.dumps(res))
 
@@ -122,7 +125,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.variant:
         return child(args)
-    variants = ["ours", "ours-blocks"]
+    variants = ["ours", "ours-blocks", "ours-rademacher-blocks"]
     if importlib.util.find_spec("torch") and importlib.util.find_spec("trak"):
         variants.append("traker")
     else:
@@ -138,10 +141,10 @@ def main() -> None:
             continue
         results[v] = json.loads(line[0][7:])
         r = results[v]
-        print(f"{v:<12} {r['examples_per_s']:9.1f} examples/s   peak +{r['peak_mib']:8.1f} MiB   "
+        print(f"{v:<23} {r['examples_per_s']:9.1f} examples/s   peak +{r['peak_mib']:8.1f} MiB   "
               f"({r['n_params']} params, k={args.proj_dim})", flush=True)
     if "traker" in results:
-        for v in ("ours", "ours-blocks"):
+        for v in ("ours", "ours-blocks", "ours-rademacher-blocks"):
             if v in results:
                 print(f"{v} / traker: throughput x{results[v]['examples_per_s'] / results['traker']['examples_per_s']:.2f}"
                       f", peak memory x{results[v]['peak_mib'] / max(results['traker']['peak_mib'], 1e-9):.2f}")

@@ -110,20 +110,27 @@ def _minority_groups(ds) -> set[int]:
     return out
 
 
+def run_key(ds, cfg: ExperimentConfig, tcfg: debias.TrakConfig, args, methods: list[str], curve: list[float]) -> str:
+    """What a saved seed result depends on; a rerun reuses it only when this matches."""
+    return repr((ds.name, sorted(ds.info.items()), cfg.erm, tcfg, args.weighting, args.k, args.selection, methods,
+                 curve))
+
+
 def run_seed(ds, cfg: ExperimentConfig, tcfg: debias.TrakConfig, seed: int, methods: list[str], args,
              out: str, curve: list[float], progress: bool, init_fn) -> dict:
     """All rows for one seed (resumed from `out/seed{seed}/debias.json` when present)."""
     path = os.path.join(out, f"seed{seed}", "debias.json")
+    key = run_key(ds, cfg, tcfg, args, methods, curve)
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
-        if saved.get("methods") == methods and saved.get("curve") == curve:
+        if saved.get("key") == key:
             print(f"seed {seed}: reusing {path}")
             return saved
     epochs = debias.checkpoint_epochs(cfg.erm.fit.epochs, tcfg.n_checkpoints)
     states = debias.train_with_checkpoints(ds, cfg.erm, seed, epochs, progress=progress, init_variables_fn=init_fn)
     final = states[-1]
-    res: dict = {"methods": methods, "curve": curve, "checkpoint_epochs": epochs, "rows": {}}
+    res: dict = {"key": key, "methods": methods, "curve": curve, "checkpoint_epochs": epochs, "rows": {}}
     res["rows"]["erm"] = {"metrics": _metrics(final, ds), "n_train": len(ds.train)}
     _log_row(path, res, seed, "erm")
     needs_trak = {"trak", "auto_trak"} & set(methods) or curve

@@ -27,8 +27,10 @@ def projection_block(key: jax.Array, block_index: jax.Array | int, block_size: i
     k = jax.random.fold_in(key, block_index)
     if proj_type == "normal":
         return jax.random.normal(k, (block_size, proj_dim), jnp.float32)
-    if proj_type == "rademacher":
-        return jax.random.rademacher(k, (block_size, proj_dim), jnp.float32)
+    if proj_type == "rademacher":  # 32 signs per random word: ~30x less generation than `rademacher`
+        words = jax.random.bits(k, (block_size, -(-proj_dim // 32)), jnp.uint32)
+        bits = (words[:, :, None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
+        return (2.0 * bits.reshape(block_size, -1)[:, :proj_dim] - 1.0).astype(jnp.float32)
     raise ValueError(f"proj_type must be one of {PROJ_TYPES}, got {proj_type!r}")
 
 
@@ -57,6 +59,6 @@ def materialize_projection(n_params: int, key: jax.Array, proj_dim: int, proj_ty
     keeps the zero-weight tail of the last block (`n_blocks * block` rows) and avoids a copy."""
     bs = block_size or default_block_size(n_params, proj_dim)
     n_blocks = -(-n_params // bs)
-    blocks = jax.vmap(lambda b: projection_block(key, b, bs, proj_dim, proj_type))(jnp.arange(n_blocks))
+    blocks = jax.lax.map(lambda b: projection_block(key, b, bs, proj_dim, proj_type), jnp.arange(n_blocks))
     full = blocks.reshape(n_blocks * bs, proj_dim)
     return full if padded else full[:n_params]
