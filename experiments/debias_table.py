@@ -60,9 +60,9 @@ def build_parser() -> common.ArgumentParser:
     cli.add_trak_args(p)
     t = p.add_argument_group("removal")
     t.add_argument("--k", type=common.positive_int, help="remove the K most negative instead of every T < 0")
-    t.add_argument("--curve", default="0.5,2",
-                   help="WGA-vs-K curve on the first seed: multiples of K* = #(T < 0) to retrain at, "
-                        "or 'none' (default 0.5,2; K=0 and K* reuse the ERM and TRAK runs)")
+    t.add_argument("--curve", default="0.5,1.5",
+                   help="WGA-vs-K curve on the first seed: multiples of K* = #(T < 0) to retrain at (K capped "
+                        "at 90%% of train), or 'none' (default 0.5,1.5; K=0 and K* reuse the ERM and TRAK runs)")
     return p
 
 
@@ -193,7 +193,7 @@ def _curve(ds, cfg, seed, t_N, res, mults, progress, init_fn) -> list[dict]:
     if "metrics" in res["rows"]["trak"]:
         pts.append({"k": k_star, "heuristic": True, **_short(res["rows"]["trak"]["metrics"])})
     for m in mults:
-        k = min(int(round(m * k_star)), len(t_N) - ds.n_classes)
+        k = min(int(round(m * k_star)), int(0.9 * len(t_N)))
         if k <= 0 or any(p["k"] == k for p in pts):
             continue
         keep = debias.removal_mask(t_N, k, ds.train.y)
