@@ -106,7 +106,7 @@ def _multi_device_report() -> dict:
     from gradtune_jax.models.classifier import Classifier
     from gradtune_jax.models.resnet import BasicBlock, ResNet
     from gradtune_jax.train.last_layer import HeadConfig, init_head, train_head
-    from gradtune_jax.train.loop import FitConfig, fit
+    from gradtune_jax.train.loop import FitConfig, fit, predict
     from gradtune_jax.train.optim import OptimConfig
     from gradtune_jax.train.parallel import data_mesh
     from gradtune_jax.train.steps import group_dro_loss, weighted_ce
@@ -142,7 +142,8 @@ def _multi_device_report() -> dict:
         got, _ = fit(init_state(ds, dataclasses.replace(erm, fit=cfg), 0, init_fn), ds.train, cfg, seed=0,
                      loss_fn=loss_fn, progress=False)
         report["fit"][mode] = {"diff": _max_diff((got.params, got.batch_stats), (ref.params, ref.batch_stats)),
-                               "traces": calls["n"]}
+                               "traces": calls["n"],  # the replicated state works with `predict`
+                               "predict": _max_diff(predict(got, ds.test.x, 8), predict(ref, ds.test.x, 8))}
     par = data_parallel("jit")
     state = par.place(init_state(ds, erm, 0, init_fn))
     fit(state, ds.train, dataclasses.replace(fit_cfg, batch_size=6), seed=0, progress=False, step_fn=par.step,
@@ -184,7 +185,7 @@ def test_parallel_step_matches_single_device(report, case):
 
 def test_fit_parallel_modes_match_single_device_and_compile_once(report):
     for mode in ("jit", "pmap"):
-        assert report["fit"][mode]["diff"] < 1e-5, report["fit"]
+        assert report["fit"][mode]["diff"] < 1e-5 and report["fit"][mode]["predict"] < 1e-5, report["fit"]
         assert report["fit"][mode]["traces"] == 1, report["fit"]  # 2 epochs, ragged last batch
     assert report["fit"]["jit_cache_size"] == 1
 

@@ -40,6 +40,7 @@ DATA_AXIS = "data"
 
 
 def check_mode(mode: str) -> str:
+    """`mode` if it is one of `MODES`, else ValueError."""
     if mode not in MODES:
         raise ValueError(f"parallel must be one of {MODES}, got {mode!r}")
     return mode
@@ -65,7 +66,7 @@ def pad_batch(batch: Any, multiple: int) -> Any:
     return out
 
 
-def _global_batchnorm(next_fun, args, kwargs, context):
+def _global_batchnorm(next_fun: Callable, args: tuple, kwargs: dict, context: Any) -> Any:
     """Method interceptor: every `nn.BatchNorm` without an `axis_name` reduces over `DATA_AXIS`
     (same variables: the clone is bound to the module's own scope)."""
     m = context.module
@@ -99,10 +100,6 @@ class DataParallel:
     put: Callable[[dict], Any]
     place: Callable[[Any], Any]
 
-    @property
-    def n_devices(self) -> int:
-        return 1 if self.mesh is None else self.mesh.size
-
 
 def _pmap_body(loss_fn: LossFn, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     inner = state.replace(apply_fn=global_batchnorm(state.apply_fn))
@@ -120,20 +117,20 @@ def data_parallel(mode: str = "jit", loss_fn: LossFn = weighted_ce, devices: lis
     n = mesh.size
     replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
 
-    def place(state):
+    def place(state: TrainState) -> TrainState:
         return jax.device_put(state, replicated)
 
     if mode == "jit":
         step = jax.jit(functools.partial(train_step, loss_fn=loss_fn), in_shardings=(replicated, sharded),
                        out_shardings=(replicated, replicated), donate_argnums=0)
 
-        def put(batch):
+        def put(batch: dict) -> dict:
             return jax.device_put(pad_batch(batch, n), sharded)
     else:
         step = jax.pmap(functools.partial(_pmap_body, loss_fn), axis_name=DATA_AXIS, in_axes=(None, 0),
                         out_axes=None, devices=list(mesh.devices.flat))
 
-        def put(batch):
+        def put(batch: dict) -> dict:
             per_device = jax.tree.map(lambda v: v.reshape(n, -1, *v.shape[1:]), pad_batch(batch, n))
             return jax.device_put(per_device, sharded)
     return DataParallel(mode, mesh, step, put, place)
