@@ -102,11 +102,12 @@ def trak_scores(ds: GroupDataset, cfg, tcfg: debias.TrakConfig, seed: int, out: 
 
 def removal_sets(ds: GroupDataset, t_N: np.ndarray, mults: Sequence[float], seed: int,
                  random: bool) -> dict[str, np.ndarray]:
-    """`{"{removal}@{K}": keep mask}` for TRAK removal at K = mult x K* (and K*), random removal at
-    the same K, and group balancing."""
+    """`{"{removal}@{K}": keep mask}` for TRAK removal at K = mult x K* (and K*; K values that
+    would leave fewer examples than classes are skipped), random removal at the same K, and group
+    balancing."""
     n, y = len(t_N), ds.train.y
     k_star = int((t_N < 0).sum())
-    ks = sorted({min(int(round(m * k_star)), n - ds.n_classes) for m in (*mults, 1.0)} - {0})
+    ks = sorted(k for k in {int(round(m * k_star)) for m in (*mults, 1.0)} if 0 < k <= n - ds.n_classes)
     sets = {f"trak@{k}": debias.removal_mask(t_N, k, y) for k in ks}
     if random:
         rng = np.random.default_rng([seed, 11])
