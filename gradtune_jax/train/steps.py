@@ -70,14 +70,14 @@ def train_step(state: TrainState, batch: dict, loss_fn: LossFn = weighted_ce,
 
     def objective(params):
         logits, _, new_bs = _apply(state, params, batch["x"], True, rng)
-        if axis_name is not None:  # d(all_gather) sums the cotangents of every device: pmean below
+        if axis_name is not None:  # transpose sums all devices' cotangents: grads = N x shard's share
             logits = jax.lax.all_gather(logits, axis_name, tiled=True)
         loss, new_extra = loss_fn(logits, labels, state.extra)
         return loss, (logits, new_bs, new_extra)
 
     (loss, (logits, new_bs, new_extra)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
     if axis_name is not None:
-        grads, new_bs = jax.lax.pmean((grads, new_bs), axis_name)
+        grads, new_bs = jax.lax.pmean((grads, new_bs), axis_name)  # mean of N x shares = the sum
     state = state.apply_gradients(grads=grads, batch_stats=new_bs, extra=new_extra)
     w = labels["w"]
     acc = jnp.sum(w * (jnp.argmax(logits, -1) == labels["y"])) / jnp.maximum(jnp.sum(w), 1e-12)
