@@ -185,11 +185,6 @@ def write_results(out: str, experiment: str, ds: GroupDataset, cfg: ExperimentCo
         "seconds": seconds, **extra})
 
 
-def pm_cell(values: Sequence[float]) -> str:
-    """`mean ± std` (population std) of fractions, as percent."""
-    return common.pm(*common.mean_std([100 * v for v in values]))
-
-
 HeadFn = Callable[[FeatureSet, int], dict]  # (feature set, seed) -> head
 
 
