@@ -15,7 +15,7 @@ from gradtune_jax.methods.erm import ERMConfig
 from gradtune_jax.methods.group_dro import GroupDROConfig, group_dro
 from gradtune_jax.methods.jtt import JTTConfig, error_set, jtt, upsample_weights
 from gradtune_jax.methods.reweight import ReweightConfig, rwg, subg, subg_indices
-from gradtune_jax.methods.selection import hide_groups
+from gradtune_jax.methods.selection import GroupLabelError, hide_groups
 from gradtune_jax.methods.ula import augment, group_prior, logit_adjustment, nt_xent
 from gradtune_jax.train.loop import FitConfig
 from gradtune_jax.train.state import zeros_like_extra
@@ -91,7 +91,7 @@ def test_retraining_methods_run_and_select_epochs(monkeypatch):
 
 def test_group_free_retraining_cannot_read_val_groups():
     ds = dataset(image=True)
-    with pytest.raises(Exception):
+    with pytest.raises(GroupLabelError):  # oracle selection on hidden groups fails before training
         group_dro_mod.group_dro(ds, TINY, GroupDROConfig(), 0, hide_groups(ds.val), "oracle")
 
 

@@ -46,6 +46,8 @@ def train_selected(ds: GroupDataset, cfg: ERMConfig, seed: int, *, val_select: S
     `val_select` group labels are hidden unless the regime is `oracle`.
     """
     check_regime(regime)
+    if regime == "oracle":
+        val_select.masks()  # fail before training if the validation groups are not readable
     train = ds.train if train is None else train
     ds_train = dataclasses.replace(ds, train=train)  # schedule length follows the actual train set
     state = init_state(ds_train, cfg, seed, extra=extra)
@@ -54,8 +56,6 @@ def train_selected(ds: GroupDataset, cfg: ERMConfig, seed: int, *, val_select: S
         state, _ = fit(state, train, cfg.fit, **kw)
         return state, {"epoch": cfg.fit.epochs, "epoch_scores": []}
     val = val_select if regime == "oracle" else hide_groups(val_select)
-    if regime == "oracle":
-        val.masks()  # fail before training if the validation groups are not readable
     kw["step_fn"] = jax.jit(functools.partial(train_step, loss_fn=loss_fn), donate_argnums=0)
     best, best_epoch, best_score, scores = None, 0, -np.inf, []
     every = -(-cfg.fit.epochs // max_evals)

@@ -91,12 +91,6 @@ def guard_features(fs: FeatureSet, *, train_groups: bool, heldout_groups: bool, 
     return dataclasses.replace(fs, ds=guard_dataset(fs.ds, train_groups=train_groups, val_groups=val_groups))
 
 
-def val_groups_allowed(regime: str) -> bool:
-    """Whether model selection may read validation groups."""
-    check_regime(regime)
-    return regime == "oracle"
-
-
 def check_regime(regime: str) -> None:
     if regime not in REGIMES:
         raise ValueError(f"selection regime must be one of {REGIMES}, got {regime!r}")
