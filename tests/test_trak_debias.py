@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gradtune_jax.methods import debias
-from gradtune_jax.trak.lds import half_subsets, lds
+from gradtune_jax.trak.lds import evaluate_lds, half_subsets, lds
 
 
 def test_alignment_hand_made():
@@ -93,6 +93,8 @@ def test_lds_perfect_and_half_subsets():
     assert value == pytest.approx(1.0) and rho.shape == (3,)
     value_neg, _ = lds(-tau, masks, margins)
     assert value_neg == pytest.approx(-1.0)
+    res = evaluate_lds(tau, lambda mask: mask @ tau + 0.5, n_subsets=12, progress=False)
+    assert res["lds"] == pytest.approx(1.0) and res["masks"].shape == (12, 10)
 
 
 def test_debias_table_cli_quick(tmp_path):
