@@ -203,5 +203,5 @@ def retrain_on(ds: GroupDataset, cfg: ERMConfig, seed: int, keep_N: np.ndarray, 
                progress: bool = True, init_variables_fn: Callable | None = None) -> TrainState:
     """Retrain from scratch with the ERM recipe on the kept train examples (the learning-rate
     schedule spans the epochs of the kept set)."""
-    kept = dataclasses.replace(ds, train=ds.train.subset(np.flatnonzero(keep_N)))
-    return train_model(kept, cfg, seed, desc=desc, progress=progress, init_variables_fn=init_variables_fn)
+    return train_model(ds, cfg, seed, train=ds.train.subset(np.flatnonzero(keep_N)), desc=desc,
+                       progress=progress, init_variables_fn=init_variables_fn)

@@ -26,13 +26,14 @@ class ERMConfig:
 
 
 def init_state(ds: GroupDataset, cfg: ERMConfig, seed: int, init_variables_fn: Callable | None = None,
-               extra: Any = None) -> TrainState:
+               extra: Any = None, n_train: int | None = None) -> TrainState:
     """A fresh train state for `cfg.model` on `ds` (or from `init_variables_fn(model, seed)`); bf16
-    compute with `cfg.fit.mixed_precision` (params stay float32)."""
+    compute with `cfg.fit.mixed_precision` (params stay float32). The learning-rate schedule spans
+    `cfg.fit.epochs` epochs of `n_train` examples (default: the whole train split)."""
     model = create_model(cfg.model, ds.n_classes, dtype=cfg.fit.compute_dtype)
     x0 = take(ds.train.x, np.arange(min(2, len(ds.train))))
     variables = init_variables_fn(model, seed) if init_variables_fn else init_variables(model, x0, seed)
-    total = cfg.fit.epochs * steps_per_epoch(len(ds.train), cfg.fit.batch_size)
+    total = cfg.fit.epochs * steps_per_epoch(len(ds.train) if n_train is None else n_train, cfg.fit.batch_size)
     return create_state(model, variables, make_optimizer(cfg.fit.optim, total), seed=seed, extra=extra)
 
 
@@ -41,8 +42,9 @@ def train_model(ds: GroupDataset, cfg: ERMConfig, seed: int, *, train: Split | N
                 weights: np.ndarray | None = None, desc: str = "ERM", progress: bool = True,
                 extra: Any = None, init_variables_fn: Callable | None = None) -> TrainState:
     """Train `cfg.model` from its initialisation on `train` (default: the whole train split)."""
-    state = init_state(ds, cfg, seed, init_variables_fn, extra)
-    state, _ = fit(state, ds.train if train is None else train, cfg.fit, seed=seed, loss_fn=loss_fn,
+    train = ds.train if train is None else train
+    state = init_state(ds, cfg, seed, init_variables_fn, extra, n_train=len(train))
+    state, _ = fit(state, train, cfg.fit, seed=seed, loss_fn=loss_fn,
                    weights=weights, workdir=workdir, desc=desc, progress=progress)
     return state
 
