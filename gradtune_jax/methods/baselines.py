@@ -185,7 +185,7 @@ def register_baselines() -> None:
                                                                c.seed, v, c.selection, c.progress)))
     _register("jtt", "JTT", "retrain", BaselineSpec(False, False, "oracle", _families(
         JTTConfig(), JTTConfig(id_epochs=1, lambda_up=6.0, lambda_grid=(6.0, 20.0)),
-        JTTConfig(lambda_up=20.0, lambda_grid=(5.0, 20.0, 100.0), epochs=SHORT))),
+        JTTConfig(lambda_up=20.0, lambda_grid=(5.0, 100.0), epochs=SHORT))),
         _retrain("jtt", lambda c, ds, v: jtt(ds, c.config.erm, method_config(c, "jtt"), c.seed, v, c.selection,
                                              c.progress)))
     _register("dfr", "DFR", "last_layer", BaselineSpec(False, True, "oracle", _families(DFRConfig())), run_dfr)
@@ -193,7 +193,7 @@ def register_baselines() -> None:
         SELFConfig(), SELFConfig(early_epochs=1))), run_self)
     _register("afr", "AFR", "last_layer", BaselineSpec(False, False, "oracle", _families(AFRConfig())), run_afr)
     _register("ula", "uLA", "retrain", BaselineSpec(False, False, "worst-class", _families(
-        ULAConfig(), embedded=ULAConfig(ssl_epochs=SHORT))), run_ula)
+        ULAConfig(), embedded=ULAConfig(ssl_epochs=SHORT // 2))), run_ula)
     _register("cb_llr", "CB-LLR", "last_layer", BaselineSpec(False, False, "fixed", _families(None)), run_cb_llr,
               ("fixed",))
     _register("rwg", "RWG", "retrain", BaselineSpec(True, False, "oracle", _families(
