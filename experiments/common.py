@@ -97,24 +97,24 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
+def _positive(cast: Callable[[str], float], what: str) -> Callable[[str], float]:
+    """An argparse `type` that parses with `cast` and accepts only values > 0."""
+
+    def parse(text: str):
+        try:
+            v = cast(text)
+        except ValueError:
+            v = None
+        if v is None or not v > 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {what}, got {text!r}")
+        return v
+
+    parse.__name__ = f"positive {what}"
+    return parse
 
 
-def positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return v
+positive_int = _positive(int, "integer")
+positive_float = _positive(float, "number")
 
 
 __all__ = ["ArgumentParser", "run_cli", "versions", "mean_std", "pm", "markdown_table", "write_csv",
