@@ -16,7 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from experiments import common
-from experiments.configs import ExperimentConfig, get_config, preset_names
+from experiments.configs import ExperimentConfig, get_config, preset_names, scaled_pipeline
 from experiments.runner import config_dict, pretrained_init
 from gradtune_jax.data.dataset import GroupDataset
 from gradtune_jax.data.registry import load_dataset
@@ -121,7 +121,10 @@ def config_from_args(args) -> ExperimentConfig:
     fit = _replace(fit, epochs=opt("erm_epochs"), batch_size=opt("erm_batch_size"),
                    optim=_replace(fit.optim, lr=opt("erm_lr"), weight_decay=opt("erm_wd")))
     model = args.model or ("tiny_cnn" if quick and args.dataset == "digits" else None)
-    erm = _replace(cfg.erm, model=model, fit=fit)
+    pipeline = cfg.erm.pipeline
+    if pipeline is not None and opt("image_size"):
+        pipeline = scaled_pipeline(opt("image_size"))
+    erm = dataclasses.replace(_replace(cfg.erm, model=model, fit=fit), pipeline=pipeline)
     gt = cfg.gradtune
     size = opt("size") or (QUICK_SIZE if quick else gt.size)
     k = opt("k") if opt("k") is not None else (int(0.8 * size) if size != gt.size else gt.k)

@@ -94,3 +94,23 @@ def test_train_head_finetune_vs_reset():
                                                reset=True), seed=0)
     assert np.abs(np.asarray(ft["kernel"])).max() < 1e-6
     assert np.abs(np.asarray(rs["kernel"])).max() > 1e-2
+
+
+def test_image_pipeline_train_augments_and_eval_preprocesses(small_digits):
+    import dataclasses
+
+    from gradtune_jax.data.transforms import ImagePipeline
+    from gradtune_jax.methods.erm import train_model
+    from gradtune_jax.train.state import variables_of
+
+    pipe = ImagePipeline(crop=6, resize=8)
+    cfg = dataclasses.replace(CFG, pipeline=pipe, fit=dataclasses.replace(CFG.fit, epochs=1))
+    state = train_model(small_digits, cfg, seed=0, progress=False)
+    x = small_digits.test.x[:5]
+    logits, _ = predict(state, x, batch_size=8)
+    from gradtune_jax.models import create_model
+
+    want, _ = create_model("tiny_cnn", 2).apply(variables_of(state), pipe.eval(x), train=False)
+    np.testing.assert_allclose(logits, np.asarray(want), rtol=1e-5, atol=1e-6)
+    raw, _ = create_model("tiny_cnn", 2).apply(variables_of(state), x, train=False)
+    assert not np.allclose(logits, np.asarray(raw), atol=1e-3)  # the pipeline really ran

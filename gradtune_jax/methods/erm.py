@@ -8,6 +8,7 @@ from typing import Any, Callable
 import numpy as np
 
 from gradtune_jax.data.dataset import GroupDataset, Split, take
+from gradtune_jax.data.transforms import ImagePipeline
 from gradtune_jax.methods.features import FeatureSet, make_feature_set
 from gradtune_jax.models import HEAD, create_model, init_variables
 from gradtune_jax.train.loop import FitConfig, fit, predict, steps_per_epoch
@@ -23,6 +24,18 @@ class ERMConfig:
     model: str = "small_cnn"
     fit: FitConfig = FitConfig()
     eval_batch_size: int = 512
+    # ImageNet-style inputs: `pipeline.train` augments each train batch, and the model's eval-mode
+    # apply resizes, centre-crops and normalises (so every `predict` sees preprocessed images).
+    pipeline: ImagePipeline | None = None
+
+
+def _eval_preprocessed(apply_fn: Callable, pipeline: ImagePipeline) -> Callable:
+    """`apply_fn` whose eval-mode inputs go through `pipeline.eval` (train inputs come augmented)."""
+
+    def apply(variables, x, train: bool = False, **kwargs):
+        return apply_fn(variables, x if train else pipeline.eval(x), train=train, **kwargs)
+
+    return apply
 
 
 def init_state(ds: GroupDataset, cfg: ERMConfig, seed: int, init_variables_fn: Callable | None = None,
@@ -34,7 +47,10 @@ def init_state(ds: GroupDataset, cfg: ERMConfig, seed: int, init_variables_fn: C
     x0 = take(ds.train.x, np.arange(min(2, len(ds.train))))
     variables = init_variables_fn(model, seed) if init_variables_fn else init_variables(model, x0, seed)
     total = cfg.fit.epochs * steps_per_epoch(len(ds.train) if n_train is None else n_train, cfg.fit.batch_size)
-    return create_state(model, variables, make_optimizer(cfg.fit.optim, total), seed=seed, extra=extra)
+    state = create_state(model, variables, make_optimizer(cfg.fit.optim, total), seed=seed, extra=extra)
+    if cfg.pipeline is not None:
+        state = state.replace(apply_fn=_eval_preprocessed(model.apply, cfg.pipeline))
+    return state
 
 
 def train_model(ds: GroupDataset, cfg: ERMConfig, seed: int, *, train: Split | None = None,
@@ -44,7 +60,8 @@ def train_model(ds: GroupDataset, cfg: ERMConfig, seed: int, *, train: Split | N
     """Train `cfg.model` from its initialisation on `train` (default: the whole train split)."""
     train = ds.train if train is None else train
     state = init_state(ds, cfg, seed, init_variables_fn, extra, n_train=len(train))
-    state, _ = fit(state, train, cfg.fit, seed=seed, loss_fn=loss_fn,
+    augment = cfg.pipeline.train if cfg.pipeline is not None else None
+    state, _ = fit(state, train, cfg.fit, augment=augment, seed=seed, loss_fn=loss_fn,
                    weights=weights, workdir=workdir, desc=desc, progress=progress)
     return state
 

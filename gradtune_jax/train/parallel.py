@@ -108,8 +108,16 @@ def _pmap_body(loss_fn: LossFn, state: TrainState, batch: dict) -> tuple[TrainSt
 
 
 def data_parallel(mode: str = "jit", loss_fn: LossFn = weighted_ce, devices: list | None = None) -> DataParallel:
-    """The train step, batch placement and state placement of `mode` ("jit" | "pmap" | "none")."""
-    check_mode(mode)
+    """The train step, batch placement and state placement of `mode` ("jit" | "pmap" | "none").
+
+    Cached per (mode, loss, devices): every `fit` with the same loss reuses one jitted step, so a
+    method that trains many models (JTT, LDS, removal curves) compiles once per input shape.
+    """
+    return _data_parallel(check_mode(mode), loss_fn, None if devices is None else tuple(devices))
+
+
+@functools.lru_cache(maxsize=32)
+def _data_parallel(mode: str, loss_fn: LossFn, devices: tuple | None) -> DataParallel:
     if mode == "none":
         step = jax.jit(functools.partial(train_step, loss_fn=loss_fn), donate_argnums=0)
         return DataParallel(mode, None, step, jax.device_put, lambda state: state)

@@ -7,6 +7,7 @@ online group weights) stay pure.
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
@@ -25,6 +26,7 @@ def weighted_ce(logits_NC: jax.Array, batch: dict, extra: dict) -> tuple[jax.Arr
     return jnp.sum(w_N * ce_N) / jnp.maximum(jnp.sum(w_N), 1e-12), extra
 
 
+@functools.lru_cache(maxsize=None)  # one loss object per eta: jitted steps are reused, not retraced
 def group_dro_loss(eta: float) -> LossFn:
     """GroupDRO: `q_g <- q_g * exp(eta * loss_g)` (normalised), loss = sum_g q_g loss_g."""
 
