@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any, Callable
 
@@ -12,7 +13,7 @@ from gradtune_jax.data.transforms import ImagePipeline
 from gradtune_jax.methods.features import FeatureSet, make_feature_set
 from gradtune_jax.models import HEAD, create_model, init_variables
 from gradtune_jax.train.loop import FitConfig, fit, predict, steps_per_epoch
-from gradtune_jax.train.optim import make_optimizer
+from gradtune_jax.train.optim import cached_optimizer
 from gradtune_jax.train.state import TrainState, create_state
 from gradtune_jax.train.steps import LossFn, weighted_ce
 
@@ -29,13 +30,19 @@ class ERMConfig:
     pipeline: ImagePipeline | None = None
 
 
-def _eval_preprocessed(apply_fn: Callable, pipeline: ImagePipeline) -> Callable:
-    """`apply_fn` whose eval-mode inputs go through `pipeline.eval` (train inputs come augmented)."""
+@functools.lru_cache(maxsize=64)
+def _apply_fn(model, pipeline: ImagePipeline | None) -> Callable:
+    """One apply function per (model config, pipeline): states of equal models share it, so a
+    jitted step traced for one ERM run is reused by the next (JTT, removal curves, LDS)."""
+    if pipeline is None:
+        return model.apply
 
     def apply(variables, x, train: bool = False, **kwargs):
-        return apply_fn(variables, x if train else pipeline.eval(x), train=train, **kwargs)
+        # eval-mode inputs go through `pipeline.eval`; train inputs come augmented by the loop
+        return model.apply(variables, x if train else pipeline.eval(x), train=train, **kwargs)
 
     return apply
+
 
 
 def init_state(ds: GroupDataset, cfg: ERMConfig, seed: int, init_variables_fn: Callable | None = None,
@@ -47,10 +54,8 @@ def init_state(ds: GroupDataset, cfg: ERMConfig, seed: int, init_variables_fn: C
     x0 = take(ds.train.x, np.arange(min(2, len(ds.train))))
     variables = init_variables_fn(model, seed) if init_variables_fn else init_variables(model, x0, seed)
     total = cfg.fit.epochs * steps_per_epoch(len(ds.train) if n_train is None else n_train, cfg.fit.batch_size)
-    state = create_state(model, variables, make_optimizer(cfg.fit.optim, total), seed=seed, extra=extra)
-    if cfg.pipeline is not None:
-        state = state.replace(apply_fn=_eval_preprocessed(model.apply, cfg.pipeline))
-    return state
+    state = create_state(model, variables, cached_optimizer(cfg.fit.optim, total), seed=seed, extra=extra)
+    return state.replace(apply_fn=_apply_fn(model, cfg.pipeline))
 
 
 def train_model(ds: GroupDataset, cfg: ERMConfig, seed: int, *, train: Split | None = None,

@@ -26,7 +26,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from gradtune_jax.data.samplers import epoch_indices
 from gradtune_jax.train.parallel import DATA_AXIS, check_mode, data_mesh
-from gradtune_jax.train.optim import OptimConfig, make_optimizer
+from gradtune_jax.train.optim import OptimConfig, cached_optimizer
 
 # `loss(head, feats_BD, y_B, w_B)`: a `w`-weighted mean over the batch (sum(w * l) / sum(w)).
 HeadLoss = Callable[[dict, jax.Array, jax.Array, jax.Array], jax.Array]
@@ -117,11 +117,6 @@ def _run_parallel(mode: str, head, feats_ND, y_N, idx_SB: np.ndarray, w_SB: np.n
     return _pmap_run(tx, loss_fn, tuple(mesh.devices.flat))(head, feats_ND, y_N, idx_SNB, w_SNB)
 
 
-@functools.lru_cache(maxsize=64)
-def _cached_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
-    return make_optimizer(cfg, total_steps)  # same object for the same recipe: no retrace
-
-
 def train_head(head: dict, feats: np.ndarray, labels: np.ndarray, cfg: HeadConfig, seed: int, *,
                groups: np.ndarray | None = None, weights: np.ndarray | None = None,
                loss_fn: HeadLoss = head_ce) -> dict:
@@ -137,7 +132,7 @@ def train_head(head: dict, feats: np.ndarray, labels: np.ndarray, cfg: HeadConfi
     if cfg.reset:
         head = init_head(head["kernel"].shape[0], head["kernel"].shape[1], seed)
     idx, w = index_plan(labels, cfg, seed, groups=groups, weights=weights)
-    tx = _cached_optimizer(cfg.optim, len(idx))
+    tx = cached_optimizer(cfg.optim, len(idx))
     feats_ND, y_N = jnp.asarray(feats), jnp.asarray(labels, jnp.int32)
     if check_mode(cfg.parallel) == "none":
         return _run(head, feats_ND, y_N, jnp.asarray(idx), jnp.asarray(w), tx, loss_fn)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import optax
@@ -50,3 +51,10 @@ def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransfor
     if cfg.name == "adam":  # torch Adam's weight_decay is coupled L2
         return optax.chain(optax.add_decayed_weights(cfg.weight_decay, mask=mask), optax.adam(lr))
     raise ValueError(f"optimizer must be sgd, adamw or adam, got {cfg.name!r}")
+
+
+@functools.lru_cache(maxsize=64)
+def cached_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
+    """`make_optimizer`, one object per recipe: train states built from it share jitted steps
+    (the optimizer is a static part of the state, so a new object would force a retrace)."""
+    return make_optimizer(cfg, total_steps)
