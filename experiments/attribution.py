@@ -33,7 +33,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from experiments import cli, common, plots
-from experiments.debias_table import _minority_groups as minority_groups, trak_config
+from experiments.debias_table import minority_groups, trak_config
 from experiments.runner import pretrained_init
 from gradtune_jax.data.dataset import GroupDataset, take
 from gradtune_jax.errors import UserError

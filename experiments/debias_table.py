@@ -99,7 +99,7 @@ def _metrics(state, ds) -> dict:
     return evaluate(logits.argmax(-1), ds.test.y, ds.test.masks())
 
 
-def _minority_groups(ds) -> set[int]:
+def minority_groups(ds) -> set[int]:
     """Within each class, the groups smaller than the class's largest group in train."""
     counts = ds.train.group_counts()
     out = set()
@@ -144,7 +144,7 @@ def run_seed(ds, cfg: ExperimentConfig, tcfg: debias.TrakConfig, seed: int, meth
             pseudo, info = debias.auto_trak_groups(tau_NV, ds.val.y)
             groups["auto_trak"] = pseudo
             res["auto_trak_groups"] = {**info, **debias.group_agreement(pseudo, ds.val.g, ds.val.y, loss_V,
-                                                                        _minority_groups(ds))}
+                                                                        minority_groups(ds))}
         for name in [m for m in ("trak", "auto_trak") if m in groups and (m in methods or m == "trak")]:
             t_N = debias.alignment_scores(tau_NV, groups[name], loss_V, args.weighting)
             keep = debias.removal_mask(t_N, args.k, ds.train.y)
