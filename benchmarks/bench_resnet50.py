@@ -23,6 +23,7 @@ import numpy as np
 import optax
 
 from gradtune_jax.models import create_model
+from gradtune_jax.models.testing import import_torchvision
 from gradtune_jax.train.parallel import MODES, data_parallel
 from gradtune_jax.train.state import create_state
 
@@ -48,37 +49,6 @@ def jax_throughput(batch_size: int, image_size: int, dtype: str, steps: int, war
         state, metrics = par.step(state, placed)
     jax.block_until_ready((state, metrics))
     return batch_size * steps / (time.perf_counter() - start)
-
-
-def import_torchvision():
-    """`torchvision` on a build whose C++ ops are missing (CPU torch + CUDA torchvision wheel): fake
-    registrations of absent operators are skipped during the import (the models do not use them)."""
-    import torch
-
-    original = torch.library.register_fake
-
-    def tolerant(*args, **kwargs):
-        try:
-            inner = original(*args, **kwargs)
-        except RuntimeError:
-            return lambda fn: fn
-        if not callable(inner):
-            return inner
-
-        def decorator(fn):
-            try:
-                return inner(fn)
-            except RuntimeError:
-                return fn
-
-        return decorator
-
-    torch.library.register_fake = tolerant
-    try:
-        import torchvision
-    finally:
-        torch.library.register_fake = original
-    return torchvision
 
 
 def torch_throughput(batch_size: int, image_size: int, dtype: str, steps: int, warmup: int) -> float:

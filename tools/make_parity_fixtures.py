@@ -20,33 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from gradtune_jax.io import atomic_save_npz  # noqa: E402
 from gradtune_jax.models import testing  # noqa: E402
-
-
-def import_torchvision():
-    """Import torchvision on a CPU-only torch: its C++ ops (nms, ...) fail to register their
-    fake kernels there; skip those registrations (the models do not use the ops)."""
-    import torch
-
-    original = torch.library.register_fake
-
-    def tolerant(*args, **kwargs):
-        try:
-            decorator = original(*args, **kwargs)
-        except Exception:
-            return lambda fn: fn
-        def apply(fn):
-            try:
-                return decorator(fn)
-            except Exception:
-                return fn
-        return apply
-
-    torch.library.register_fake = tolerant
-    try:
-        import torchvision
-    finally:
-        torch.library.register_fake = original
-    return torchvision
+from gradtune_jax.models.testing import import_torchvision  # noqa: E402
 
 
 def resnet_reference(torch, torchvision) -> dict[str, np.ndarray]:
