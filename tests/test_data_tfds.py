@@ -4,7 +4,7 @@ import csv
 import numpy as np
 import pytest
 
-tfds = pytest.importorskip("tensorflow_datasets")
+import tensorflow_datasets as tfds  # a hard dependency: never skip these tests
 
 from gradtune_jax.data import load_dataset  # noqa: E402
 from gradtune_jax.data.multinli import has_negation  # noqa: E402
