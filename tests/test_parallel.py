@@ -99,6 +99,38 @@ def _counting(loss_fn) -> tuple:
     return counted, calls
 
 
+def _predict_report(model) -> dict:
+    """`predict` on 4 devices (batch 7 -> 8 rows, 22 examples: ragged last batch) against one jitted
+    `eval_step` over all 22 examples on one device; what the eval function receives; its cache."""
+    from gradtune_jax.train import loop
+    from gradtune_jax.train.steps import eval_step
+
+    x = _image_batch(22, 8, 7)["x"]
+    state = create_state(model, _init(model, x[:2]), optax.sgd(0.1))
+    assert jax.tree.leaves(state.batch_stats)  # eval mode uses the running statistics
+    ref = jax.jit(eval_step)(*jax.device_put((state, x), jax.devices()[0]))
+    original, real, seen = loop._eval_fn, loop._eval_fn(), []
+
+    def recording(st, batch):
+        seen.append({"shape": list(batch.shape), "batch_devices": len(batch.sharding.device_set),
+                     "shard_rows": sorted({s.data.shape[0] for s in batch.addressable_shards}),
+                     "spec": list(getattr(batch.sharding, "spec", ())),
+                     "state_replicated": all(v.sharding.is_fully_replicated and len(v.sharding.device_set) == N_DEVICES
+                                             for v in jax.tree.leaves(st.params))})
+        return real(st, batch)
+
+    loop._eval_fn = lambda: recording
+    try:
+        sizes = [real._cache_size()]
+        for _ in range(2):
+            got = loop.predict(state, x, batch_size=7)
+            sizes.append(real._cache_size())
+    finally:
+        loop._eval_fn = original
+    return {"shapes": [list(a.shape) for a in got], "logits": _max_diff(got[0], ref[0]),
+            "feats": _max_diff(got[1], ref[1]), "calls": seen, "cache_growth": [b - a for a, b in zip(sizes, sizes[1:])]}
+
+
 def _multi_device_report() -> dict:
     """Everything that needs several devices; run in the subprocess."""
     from gradtune_jax.data.digits import make_digits_waterbirds
@@ -153,6 +185,8 @@ def _multi_device_report() -> dict:
         sizes.append(par.step._cache_size())
     report["fit"]["jit_cache_growth"] = [b - a for a, b in zip(sizes, sizes[1:])]
 
+    report["predict"] = _predict_report(tiny_resnet)
+
     rng = np.random.default_rng(5)
     feats, labels = rng.normal(size=(48, 6)).astype(np.float32), rng.integers(0, 3, 48)
     sharded = jax.device_put(feats, jax.sharding.NamedSharding(data_mesh(), jax.sharding.PartitionSpec("data")))
@@ -192,6 +226,17 @@ def test_fit_parallel_modes_match_single_device_and_compile_once(report):
         assert report["fit"][mode]["traces"] == 1, report["fit"]  # 2 epochs, ragged last batch
     # at most one new executable for the new batch shape, none for a second fit of the same model
     assert report["fit"]["jit_cache_growth"][0] <= 1 and report["fit"]["jit_cache_growth"][1] == 0
+
+
+def test_predict_is_data_parallel_and_matches_single_device(report):
+    r = report["predict"]
+    assert r["shapes"] == [[22, 2], [22, 8]], r["shapes"]  # padding rows dropped
+    assert r["logits"] < 1e-5 and r["feats"] < 1e-5, r
+    assert len(r["calls"]) == 6, r["calls"]  # 2 predicts x ceil(22 / 8) batches
+    for call in r["calls"]:  # batch size 7 rounded up to 8 rows, 2 per device
+        assert call == {"shape": [8, 8, 8, 3], "batch_devices": N_DEVICES, "shard_rows": [2],
+                        "spec": ["data"], "state_replicated": True}, call
+    assert r["cache_growth"][0] <= 1 and r["cache_growth"][1] == 0, r["cache_growth"]
 
 
 def test_train_head_parallel_modes_on_sharded_features(report):

@@ -9,13 +9,14 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
 from gradtune_jax.data.dataset import Split, take
 from gradtune_jax.data.samplers import epoch_indices
 from gradtune_jax.train.checkpoint import Checkpointer
 from gradtune_jax.train.optim import OptimConfig
-from gradtune_jax.train.parallel import check_mode, data_parallel
+from gradtune_jax.train.parallel import DATA_AXIS, check_mode, data_mesh, data_parallel
 from gradtune_jax.train.state import TrainState
 from gradtune_jax.train.steps import LossFn, eval_step, weighted_ce
 
@@ -121,11 +122,22 @@ def fit(state: TrainState, split: Split, cfg: FitConfig, *, seed: int, loss_fn: 
     return state, history
 
 
-def predict(state: TrainState, x: Any, batch_size: int = 512, put: Callable = jax.device_put,
+def predict(state: TrainState, x: Any, batch_size: int = 512, put: Callable | None = None,
             progress: bool = False, desc: str = "eval") -> tuple[np.ndarray, np.ndarray]:
-    """Eval-mode `(logits (N, C), feats (N, D))` over inputs `x`, in fixed-shape batches."""
+    """Eval-mode `(logits (N, C), feats (N, D))` over inputs `x`, in fixed-shape batches.
+
+    With several local devices (and no `put`) it runs data-parallel: the state is replicated over
+    `data_mesh()`, each batch sharded along `DATA_AXIS`, and `batch_size` rounded up to a multiple
+    of the device count. `put` overrides the batch placement (then the state is used as given).
+    """
     from gradtune_jax.data.dataset import num_examples
 
+    if put is None and jax.local_device_count() > 1:
+        mesh = data_mesh()
+        state = jax.device_put(state, NamedSharding(mesh, P()))
+        put = functools.partial(jax.device_put, device=NamedSharding(mesh, P(DATA_AXIS)))
+        batch_size = -(-batch_size // mesh.size) * mesh.size
+    put = put or jax.device_put
     n = num_examples(x)
     fn = _eval_fn()
     logits, feats = [], []
