@@ -81,7 +81,8 @@ def eval_test(state, ds: GroupDataset) -> dict:
 
 def trak_scores(ds: GroupDataset, cfg, tcfg: debias.TrakConfig, seed: int, out: str, progress: bool,
                 init_fn) -> dict:
-    """`tau (n_train, n_val)`, validation losses and the ERM test metrics, cached under `out`."""
+    """`tau (n_train, n_val)`, Auto-TRAK's matrix `tau_disc` (w.r.t. `tcfg.discovery_wrt`), validation
+    losses and the ERM test metrics, cached under `out`."""
     path = os.path.join(out, f"seed{seed}", "trak.npz")
     key = json.dumps({"erm": repr(cfg.erm), "trak": repr(tcfg), "dataset": ds.name,
                       "data_info": repr(sorted(ds.info.items())), "seed": seed})
@@ -89,15 +90,16 @@ def trak_scores(ds: GroupDataset, cfg, tcfg: debias.TrakConfig, seed: int, out: 
         z = np.load(path)
         if str(z["key"]) == key:
             print(f"seed {seed}: reusing TRAK scores {path}")
-            return {"tau": z["tau"], "loss_V": z["loss_V"], "erm": json.loads(str(z["erm"]))}
+            return {"tau": z["tau"], "tau_disc": z["tau_disc"], "loss_V": z["loss_V"], "erm": json.loads(str(z["erm"]))}
     epochs = debias.checkpoint_epochs(cfg.erm.fit.epochs, tcfg.n_checkpoints)
     states = debias.train_with_checkpoints(ds, cfg.erm, seed, epochs, progress=progress, init_variables_fn=init_fn)
     tau = debias.val_attribution(states, ds.train, ds.val, tcfg, seed, progress=progress)
+    tau_disc = debias.discovery_attribution(states, ds.train, ds.val, tcfg, seed, tau, progress=progress)
     loss_V = debias.val_losses(states[-1], ds.val)
     erm = eval_test(states[-1], ds)
-    atomic_save_npz(path, tau=np.asarray(tau, np.float32), loss_V=loss_V, erm=np.array(json.dumps(erm)),
-                    key=np.array(key))
-    return {"tau": tau, "loss_V": loss_V, "erm": erm}
+    atomic_save_npz(path, tau=np.asarray(tau, np.float32), tau_disc=np.asarray(tau_disc, np.float32), loss_V=loss_V,
+                    erm=np.array(json.dumps(erm)), key=np.array(key))
+    return {"tau": tau, "tau_disc": tau_disc, "loss_V": loss_V, "erm": erm}
 
 
 def removal_sets(ds: GroupDataset, t_N: np.ndarray, mults: Sequence[float], seed: int,
@@ -264,9 +266,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                        f"{r['frac_negative']:.4f}"] for r in subpops])
     plot_subpopulations(subpops, f"{ds.name}: alignment per training subpopulation",
                         os.path.join(out, "subpopulations.png"))
-    pseudo, _ = debias.auto_trak_groups(tau, ds.val.y)
+    pseudo, _ = debias.auto_trak_groups(tr["tau_disc"], ds.val.y)
     agreement = debias.group_agreement(pseudo, ds.val.g, ds.val.y, loss_V, minority_groups(ds))
-    extremes = pc_extremes(ds, tau, N_SHOW)
+    extremes = pc_extremes(ds, tr["tau_disc"], N_SHOW)
     images = ds.input_kind == "image"
     if images:
         neg = np.argsort(t_N, kind="stable")[:2 * N_SHOW]

@@ -98,6 +98,8 @@ def add_trak_args(p: common.ArgumentParser) -> None:
     t.add_argument("--checkpoints", type=common.positive_int, default=3,
                    help="ERM epochs (evenly spaced, last included) in the TRAK ensemble (default 3)")
     t.add_argument("--trak-params", choices=("all", "head"), default="all", help="parameters TRAK differentiates")
+    t.add_argument("--discovery-params", choices=("all", "head"), default="head",
+                   help="parameters of the attribution matrix Auto-TRAK splits into pseudo-groups (default head)")
     t.add_argument("--weighting", choices=WEIGHTINGS, default="loss",
                    help="group weight: mean val loss (default, official code) or exp(loss)")
 

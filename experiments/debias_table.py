@@ -70,7 +70,11 @@ def trak_config(args) -> debias.TrakConfig:
     proj = 32 if args.quick else (args.proj_dim or None)
     return debias.TrakConfig(proj_dim=proj, lambda_reg=args.lambda_reg,
                              n_checkpoints=1 if args.quick else args.checkpoints,
-                             wrt="params" if args.trak_params == "all" else ("params", "head"))
+                             wrt=_params(args.trak_params), discovery_wrt=_params(args.discovery_params))
+
+
+def _params(choice: str) -> str | tuple[str, ...]:
+    return "params" if choice == "all" else ("params", "head")
 
 
 def parse_methods(text: str) -> list[str]:
@@ -141,7 +145,10 @@ def run_seed(ds, cfg: ExperimentConfig, tcfg: debias.TrakConfig, seed: int, meth
         loss_V = debias.val_losses(final, ds.val)
         groups = {"trak": ds.val.g}
         if "auto_trak" in methods:
-            pseudo, info = debias.auto_trak_groups(tau_NV, ds.val.y)
+            t0 = time.perf_counter()
+            tau_disc = debias.discovery_attribution(states, ds.train, ds.val, tcfg, seed, tau_NV, progress=progress)
+            res["discovery_seconds"] = time.perf_counter() - t0
+            pseudo, info = debias.auto_trak_groups(tau_disc, ds.val.y)
             groups["auto_trak"] = pseudo
             res["auto_trak_groups"] = {**info, **debias.group_agreement(pseudo, ds.val.g, ds.val.y, loss_V,
                                                                         minority_groups(ds))}

@@ -1,6 +1,7 @@
 """Debiasing by attribution: alignment math, removal, Auto-TRAK edge cases, LDS, the CLI."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -119,3 +120,27 @@ def test_debias_table_cli_bad_argument_exits_2(capsys):
 
     assert common.run_cli(debias_table.main, ["--methods", "nope", "--quick"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_discovery_attribution_head_vs_shared_matrix():
+    from _methods_data import dataset
+
+    from gradtune_jax.methods.erm import ERMConfig, init_state
+    from gradtune_jax.trak import compute_scores
+    from gradtune_jax.train.loop import FitConfig
+
+    ds = dataset(0, image=True)
+    state = init_state(ds, ERMConfig(model="tiny_cnn", fit=FitConfig(epochs=1)), seed=0)
+    cfg = debias.TrakConfig(proj_dim=None, lambda_reg=1e-3, wrt="params", discovery_wrt=("params", "head"))
+    tau = debias.val_attribution([state], ds.train, ds.val, cfg, 0, progress=False)
+    disc = debias.discovery_attribution([state], ds.train, ds.val, cfg, 0, tau, progress=False)
+    want = compute_scores(debias.model_apply(state), [debias.variables(state)], (ds.train.x, ds.train.y),
+                          (ds.val.x, ds.val.y), proj_dim=None, lambda_reg=1e-3, wrt=("params", "head"),
+                          progress=False)
+    np.testing.assert_allclose(disc, want, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(disc, tau, rtol=1e-2)
+    # the same parameters, spelled differently: the alignment matrix is reused, not recomputed
+    same = dataclasses.replace(cfg, discovery_wrt=("params",))
+    assert debias.discovery_attribution([state], ds.train, ds.val, same, 0, tau) is tau
+    assert debias.discovery_attribution([state], ds.train, ds.val, dataclasses.replace(cfg, discovery_wrt=None),
+                                        0, tau) is tau

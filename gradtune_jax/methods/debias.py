@@ -34,6 +34,10 @@ class TrakConfig:
     batch_size: int = 256
     wrt: str | tuple[str, ...] = "params"  # e.g. ("params", "head") for the head only
     proj_type: str = "normal"
+    # Parameters of the attribution matrix Auto-TRAK splits into pseudo-groups (None: `wrt`). The
+    # head by default: on the embedded default the all-parameter matrix's top components follow
+    # digit identity (pseudo-group ARI 0.26), the head's follow the background (ARI 0.74-0.80).
+    discovery_wrt: str | tuple[str, ...] | None = ("params", "head")
 
 
 def cross_entropy(logits_NC: np.ndarray, y_N: np.ndarray) -> np.ndarray:
@@ -191,6 +195,20 @@ def val_attribution(states: list[TrainState], train: Split, targets: Split, cfg:
     return compute_scores(model_apply(states[-1]), [variables(s) for s in states], (train.x, train.y),
                           (targets.x, targets.y), proj_dim=cfg.proj_dim, lambda_reg=cfg.lambda_reg, seed=seed,
                           batch_size=cfg.batch_size, wrt=cfg.wrt, proj_type=cfg.proj_type, progress=progress)
+
+
+def _key_path(wrt: str | tuple[str, ...] | None) -> tuple[str, ...]:
+    return () if wrt is None else (wrt,) if isinstance(wrt, str) else tuple(wrt)
+
+
+def discovery_attribution(states: list[TrainState], train: Split, targets: Split, cfg: TrakConfig, seed: int,
+                          tau_NV: np.ndarray | None = None, *, progress: bool = True) -> np.ndarray:
+    """The matrix Auto-TRAK splits: TRAK w.r.t. `cfg.discovery_wrt`; `tau_NV` (the alignment
+    matrix, w.r.t. `cfg.wrt`) is returned as is when both name the same parameters."""
+    wrt = cfg.wrt if cfg.discovery_wrt is None else cfg.discovery_wrt
+    if tau_NV is not None and _key_path(wrt) == _key_path(cfg.wrt):
+        return tau_NV
+    return val_attribution(states, train, targets, dataclasses.replace(cfg, wrt=wrt), seed, progress=progress)
 
 
 def val_losses(state: TrainState, split: Split, batch_size: int = 512) -> np.ndarray:
