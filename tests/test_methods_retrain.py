@@ -1,7 +1,9 @@
 """Defining mechanics of the retraining baselines: JTT, GroupDRO, RWG, SUBG, uLA's pieces."""
 from __future__ import annotations
 
+import dataclasses
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -16,7 +18,8 @@ from gradtune_jax.methods.group_dro import GroupDROConfig, group_dro
 from gradtune_jax.methods.jtt import JTTConfig, error_set, jtt, upsample_weights
 from gradtune_jax.methods.reweight import ReweightConfig, rwg, subg, subg_indices
 from gradtune_jax.methods.selection import GroupLabelError, hide_groups
-from gradtune_jax.methods.ula import augment, group_prior, logit_adjustment, nt_xent
+from gradtune_jax.methods import ula as ula_mod
+from gradtune_jax.methods.ula import ULAConfig, augment, group_prior, la_loss, logit_adjustment, nt_xent, with_backbone
 from gradtune_jax.train.loop import FitConfig
 from gradtune_jax.train.state import zeros_like_extra
 from gradtune_jax.train.steps import group_dro_loss
@@ -105,3 +108,44 @@ def test_ula_pieces():
     assert np.isclose(prior.sum(), 1.0) and prior[0, 0] > prior[0, 1]
     off = logit_adjustment(prior, np.array([0, 1]), 1.0)
     np.testing.assert_allclose(off, np.log(prior[:, [0, 1]].T))
+
+
+def test_ula_logit_adjusted_loss_adds_the_proxy_rows():
+    import optax
+
+    logits = jnp.array([[1.0, -1.0], [0.5, 0.2], [0.0, 2.0]])
+    y, b = np.array([0, 1, 1]), np.array([1, 0, 1])
+    off = np.log(np.array([[0.6, 0.1], [0.05, 0.25]]))  # row b, column y
+    batch = {"y": jnp.asarray(y), "g": jnp.asarray(y * 2 + b), "w": jnp.ones(3)}
+    loss, _ = la_loss(logits, batch, {"offset_BC": jnp.asarray(off)})
+    want = optax.softmax_cross_entropy_with_integer_labels(logits + off[b], jnp.asarray(y)).mean()
+    assert float(loss) == pytest.approx(float(want), rel=1e-6)
+    plain, _ = la_loss(logits, batch, {"offset_BC": jnp.zeros((2, 2))})
+    assert float(plain) != pytest.approx(float(loss))
+
+
+def test_ula_finetune_starts_from_the_ssl_backbone_with_a_fresh_head():
+    from gradtune_jax.methods.erm import init_state
+
+    ds = dataset(image=True)
+    ssl, _ = ula_mod.simclr(ds, "tiny_cnn", ULAConfig(ssl_epochs=1, ssl_batch_size=32, proj_dim=16), 0)
+    st = init_state(ds, TINY, 0, with_backbone(ssl, ds.train.x[:2]))
+    assert st.params["head"]["kernel"].shape[-1] == ds.n_classes
+    for k in ssl.params:
+        if k != "head":
+            for a, b in zip(jax.tree.leaves(ssl.params[k]), jax.tree.leaves(st.params[k])):
+                np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("regime,criterion", [("worst-class", "bias-unsupervised"), ("fixed", "fixed"),
+                                              ("oracle", "oracle")])
+def test_ula_finetune_end_to_end_and_its_criterion(regime, criterion):
+    ds = dataset(image=True)
+    sel = np.arange(0, len(ds.val), 2)
+    val = ds.val if regime == "oracle" else hide_groups(ds.val)
+    cfg = ULAConfig(ssl_epochs=1, ssl_batch_size=32, proj_dim=16, proxy_steps=5, epochs=2, tau_grid=(1.0,))
+    pred, info = ula_mod.ula(dataclasses.replace(ds, train=hide_groups(ds.train), val=val), TINY, cfg, 0, sel, regime)
+    assert pred.shape == ds.test.y.shape and set(np.unique(pred)) <= {0, 1}
+    assert info["criterion"] == criterion and info["train_mode"] == "finetune"
+    assert info["epoch"] == 2 if regime == "fixed" else 1 <= info["epoch"] <= 2
+    assert len(info["epoch_scores"]) == (0 if regime == "fixed" else 2)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -38,19 +38,20 @@ def predict_labels(state: TrainState, x: Any, batch_size: int = 512) -> np.ndarr
 def train_selected(ds: GroupDataset, cfg: ERMConfig, seed: int, *, val_select: Split, regime: str,
                    train: Split | None = None, loss_fn: LossFn = weighted_ce, weights: np.ndarray | None = None,
                    extra: Any = None, desc: str = "retrain", progress: bool = False,
-                   max_evals: int = 30) -> tuple[TrainState, dict]:
+                   max_evals: int = 30, init_variables_fn: Callable | None = None) -> tuple[TrainState, dict]:
     """Train `cfg.model` from scratch on `train` (default `ds.train`) with `cfg.fit`; return the
     epoch chosen on `val_select` by `regime` (last epoch for `fixed`) and `{"epoch", "epoch_scores"}`.
     At most `max_evals` evenly spaced epochs (always including the last) are scored.
 
-    `val_select` group labels are hidden unless the regime is `oracle`.
+    `val_select` group labels are hidden unless the regime is `oracle`. `init_variables_fn` starts
+    from given weights (e.g. a pretrained backbone) instead of a random initialisation.
     """
     check_regime(regime)
     if regime == "oracle":
         val_select.masks()  # fail before training if the validation groups are not readable
     train = ds.train if train is None else train
     ds_train = dataclasses.replace(ds, train=train)  # schedule length follows the actual train set
-    state = init_state(ds_train, cfg, seed, extra=extra)
+    state = init_state(ds_train, cfg, seed, init_variables_fn, extra=extra)
     kw = dict(seed=seed, loss_fn=loss_fn, weights=weights, desc=desc, progress=progress)
     if regime == "fixed":
         state, _ = fit(state, train, cfg.fit, **kw)

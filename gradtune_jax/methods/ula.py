@@ -5,28 +5,36 @@
    on the train images, without labels. The classifier's linear head serves as the projector.
 2. Bias proxy: a linear probe on the (standardised, frozen) SSL features trained with plain ERM
    for only `proxy_steps` full-batch steps, so it picks up the easy spurious cue.
-3. Group prior: `P(y, b)` = joint of the true class and the proxy's prediction on train.
-4. Final linear classifier on the SSL features, trained with logit adjustment
-   `CE(z(x) + tau * log P(y, b(x)), y)`; at test time the plain logits `z(x)` are used.
+3. Group prior: `P(y, b)` = joint of the true class and the proxy's prediction `b` on train.
+4. Final classifier trained with logit adjustment `CE(z(x) + tau * log P(y, b(x)), y)`; at test
+   time the plain logits `z(x)` are used. `train_mode="finetune"` (default, as uLA's reference
+   code): the whole network, initialised from the SSL backbone with a fresh head, uniform
+   sampling, ERM's optimizer; `"head"`: a linear classifier on the frozen SSL features.
+5. Model selection (epoch and `tau`): under the group-free regime uLA uses its own
+   bias-unsupervised criterion, the worst accuracy over the pseudo-groups `(y, b)` of the
+   model-selection half of validation (`criterion="worst-class"` uses worst-class accuracy
+   instead); `oracle` uses the true validation groups; `fixed` keeps the last epoch and `tau`.
 
-`tau` is selected by the regime (the paper's own model selection is bias-unsupervised; we offer
-`worst-class` as the group-free choice). No group labels are read in training.
+No group labels are read in training.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gradtune_jax.data.dataset import GroupDataset, take
+from gradtune_jax.data.dataset import GroupDataset, Split, take
 from gradtune_jax.methods.afr import fit_heads_full_batch
 from gradtune_jax.methods.erm import ERMConfig
+from gradtune_jax.methods.retrain import predict_labels, recipe, train_selected
 from gradtune_jax.methods.selection import grid, select
-from gradtune_jax.models import create_model, init_variables
+from gradtune_jax.models import HEAD, create_model, init_variables
+from gradtune_jax.train.steps import weighted_ce
 from gradtune_jax.train.last_layer import init_head
 from gradtune_jax.train.loop import predict
 from gradtune_jax.train.optim import OptimConfig, make_optimizer
@@ -47,6 +55,9 @@ class ULAConfig:
     lr: float = 1e-2
     tau: float = 1.0
     tau_grid: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
+    train_mode: str = "finetune"  # "finetune" (whole network from the SSL backbone) | "head"
+    epochs: int | None = None  # finetune epochs (None: ERM's); ERM's optimizer, uniform sampler
+    criterion: str = "bias-unsupervised"  # group-free selection: "bias-unsupervised" | "worst-class"
 
 
 def augment(x_NHWC: np.ndarray, rng: np.random.Generator, shift: int = 2, noise: float = 0.05) -> np.ndarray:
@@ -114,9 +125,35 @@ def logit_adjustment(prior_CC: np.ndarray, b: np.ndarray, tau: float) -> np.ndar
     return tau * np.log(prior_CC[:, np.asarray(b)].T)
 
 
+def la_loss(logits_NC: jax.Array, batch: dict, extra: dict) -> tuple[jax.Array, dict]:
+    """Logit-adjusted cross-entropy: `extra["offset_BC"][b]` added to the logits, where the bias
+    proxy's prediction b rides in the batch as the attribute (`g = y * C + b`)."""
+    b_N = batch["g"] % extra["offset_BC"].shape[0]
+    return weighted_ce(logits_NC + extra["offset_BC"][b_N], batch, extra)
+
+
+def with_backbone(ssl: TrainState, x_example) -> Callable:
+    """`init_variables_fn` for `init_state`: the SSL network's backbone and a fresh head."""
+    def init(model, seed: int) -> dict:
+        fresh = init_variables(model, x_example, seed)
+        out = {"params": {**ssl.params, HEAD: fresh["params"][HEAD]}}
+        if ssl.batch_stats:
+            out["batch_stats"] = ssl.batch_stats
+        return out
+
+    return init
+
+
+def _with_attribute(split: Split, b: np.ndarray, n: int) -> Split:
+    return dataclasses.replace(split, a=np.asarray(b, np.int64), n_attrs=n, group_masks=None)
+
+
 def ula(ds: GroupDataset, erm: ERMConfig, cfg: ULAConfig, seed: int, selection: np.ndarray,
         regime: str) -> tuple[np.ndarray, dict]:
-    """uLA's test predictions and info; `tau` is scored on `ds.val[selection]` by `regime`."""
+    """uLA's test predictions and info; `tau` (and the finetune epoch) are scored on
+    `ds.val[selection]` by `regime` (group-free: `cfg.criterion`)."""
+    if cfg.train_mode not in ("finetune", "head"):
+        raise ValueError(f"uLA train_mode must be 'finetune' or 'head', got {cfg.train_mode!r}")
     state, losses = simclr(ds, erm.model, cfg, seed)
     feats = {s: predict(state, ds.split(s).x, erm.eval_batch_size)[1] for s in ("train", "val", "test")}
     mu, sd = feats["train"].mean(0), feats["train"].std(0) + 1e-6
@@ -127,19 +164,41 @@ def ula(ds: GroupDataset, erm: ERMConfig, cfg: ULAConfig, seed: int, selection: 
     w = jnp.full((1, len(y)), 1.0 / len(y), jnp.float32)
     proxy = jax.tree.map(lambda v: v[0], fit_heads_full_batch(h0, feats["train"], jnp.asarray(y), w,
                                                              jnp.zeros(1), cfg.proxy_steps, cfg.lr))
-    b = np.asarray(feats["train"] @ proxy["kernel"] + proxy["bias"]).argmax(-1)
-    prior = group_prior(y, b, c)
+    b = {s: np.asarray(f @ proxy["kernel"] + proxy["bias"]).argmax(-1) for s, f in feats.items()}
+    prior = group_prior(y, b["train"], c)
     taus = [cfg.tau] if regime == "fixed" else list(cfg.tau_grid)
-    off = jnp.stack([jnp.asarray(logit_adjustment(prior, b, t), jnp.float32) for t in taus])
-    heads = jax.vmap(lambda o: jax.tree.map(lambda v: v[0], fit_heads_full_batch(
-        h0, feats["train"], jnp.asarray(y), w, jnp.zeros(1), cfg.steps, cfg.lr, o)))(off)
-    trained = {t: {k: v[i] for k, v in heads.items()} for i, t in enumerate(taus)}
-    val_f = feats["val"][np.asarray(selection)]
+    val = ds.val.subset(selection)
+    crit = regime
+    if regime == "worst-class" and cfg.criterion == "bias-unsupervised":
+        # uLA's criterion: worst accuracy over the pseudo-groups (y, b) = WGA with a := b
+        val, regime, crit = _with_attribute(val, b["val"][np.asarray(selection)], c), "oracle", cfg.criterion
+    info = {"ssl_loss": losses, "proxy_prior": prior.tolist(), "proxy_train_acc": float(np.mean(b["train"] == y)),
+            "train_mode": cfg.train_mode, "criterion": crit}
+    if cfg.train_mode == "head":
+        off = jnp.stack([jnp.asarray(logit_adjustment(prior, b["train"], t), jnp.float32) for t in taus])
+        heads = jax.vmap(lambda o: jax.tree.map(lambda v: v[0], fit_heads_full_batch(
+            h0, feats["train"], jnp.asarray(y), w, jnp.zeros(1), cfg.steps, cfg.lr, o)))(off)
+        trained = {t: {k: v[i] for k, v in heads.items()} for i, t in enumerate(taus)}
+        val_f = feats["val"][np.asarray(selection)]
 
-    def pred(h: dict, f: jax.Array) -> np.ndarray:
-        return np.asarray(f @ h["kernel"] + h["bias"]).argmax(-1)
+        def pred(h: dict, f: jax.Array) -> np.ndarray:
+            return np.asarray(f @ h["kernel"] + h["bias"]).argmax(-1)
 
-    sel = select(grid(tau=taus), {"tau": cfg.tau}, lambda hp: trained[hp["tau"]], lambda h: pred(h, val_f),
-                 ds.val.subset(selection), regime)
-    return pred(sel.model, feats["test"]), {"tau": sel.hparams["tau"], "scores": sel.scores, "ssl_loss": losses,
-                                            "proxy_prior": prior.tolist(), "proxy_train_acc": float(np.mean(b == y))}
+        sel = select(grid(tau=taus), {"tau": cfg.tau}, lambda hp: trained[hp["tau"]], lambda h: pred(h, val_f),
+                     val, regime)
+        return pred(sel.model, feats["test"]), {**info, "tau": sel.hparams["tau"], "scores": sel.scores}
+    train_b = _with_attribute(ds.train, b["train"], c)
+    fit_cfg = recipe(erm, cfg.epochs, sampler="uniform")
+    init = with_backbone(state, take(ds.train.x, np.arange(min(2, len(y)))))
+
+    def fit(hp: dict) -> tuple[TrainState, dict]:
+        extra = {"offset_BC": jnp.asarray(hp["tau"] * np.log(prior).T, jnp.float32)}
+        return train_selected(ds, fit_cfg, seed, val_select=val, regime=regime, train=train_b, loss_fn=la_loss,
+                              extra=extra, init_variables_fn=init, desc="uLA")
+
+    sel = select(grid(tau=taus), {"tau": cfg.tau}, fit, lambda m: predict_labels(m[0], val.x, erm.eval_batch_size),
+                 val, regime)
+    model, ep = sel.model
+    return predict_labels(model, ds.test.x, erm.eval_batch_size), {
+        **info, "tau": sel.hparams["tau"], "epoch": ep["epoch"], "epoch_scores": ep["epoch_scores"],
+        "scores": sel.scores}
