@@ -7,7 +7,8 @@ WGA-versus-K curve (its Fig. 2).
 
 Per seed: the ERM recipe is trained once, its states at `--checkpoints` evenly spaced epochs form
 the TRAK ensemble (targets: the whole validation split), group alignment `T` uses validation
-groups (TRAK) or Auto-TRAK pseudo-groups, every train example with `T < 0` (or the `--k` most
+groups (TRAK) or Auto-TRAK pseudo-groups (split from a second attribution matrix over
+`--discovery-params`, the head by default), every train example with `T < 0` (or the `--k` most
 negative) is removed and the model retrained from scratch with the same recipe.
 """
 from __future__ import annotations
