@@ -28,6 +28,7 @@ from experiments.configs import ExperimentConfig
 from experiments.runner import pretrained_init
 from gradtune_jax.errors import UserError
 from gradtune_jax.methods import debias
+from gradtune_jax.methods.baselines import group_label_use
 from gradtune_jax.methods.erm import extract_features
 from gradtune_jax.methods.registry import SELECTION_REGIMES, RunContext, get_method, method_names
 from gradtune_jax.metrics import evaluate
@@ -178,7 +179,7 @@ def run_seed(ds, cfg: ExperimentConfig, tcfg: debias.TrakConfig, seed: int, meth
                              hparams={"gradtune": cfg.gradtune}, selection=sel, progress=progress)
             mo = method.run(ctx)
             res["rows"][name] = {"metrics": evaluate(mo.pred_test, ds.test.y, ds.test.masks()),
-                                 "selection": mo.selection, "group_labels": method.group_labels}
+                                 "selection": mo.selection, "group_labels": group_label_use(name, mo.selection)}
             _log_row(path, res, seed, name)
     common.atomic_write_json(path, res)
     return res
@@ -249,13 +250,18 @@ def summarise(per_seed: dict, dataset: str, methods: list[str]) -> tuple[list, l
             continue
         bal = common.mean_std([100 * r["metrics"]["bal_acc"] for r in runs])
         wga = common.mean_std([100 * r["metrics"]["wga"] for r in runs])
-        label, groups = OWN.get(name) or (get_method(name).label, runs[0].get("group_labels", "?"))
+        if name in OWN:
+            (label, groups), sel = OWN[name], "fixed"
+        else:  # what the runs read, from the regime that actually selected (as in table1)
+            label = get_method(name).label
+            sel = ", ".join(sorted({r.get("selection", "?") for r in runs}))
+            groups = ", ".join(sorted({group_label_use(name, r.get("selection", "oracle")) for r in runs}))
         csv_rows.append([dataset, name, *(f"{v:.2f}" for v in (*bal, *wga))])
-        summary.append({"method": name, "label": label, "group_labels": groups,
+        summary.append({"method": name, "label": label, "group_labels": groups, "selection": sel,
                         "bal_mean": bal[0], "bal_std": bal[1], "wga_mean": wga[0], "wga_std": wga[1]})
-        md_rows.append([label, groups, common.pm(*bal), common.pm(*wga)])
-    return csv_rows, summary, common.markdown_table(["Method", "Group labels train/val", "Balanced acc", "WGA"],
-                                                     md_rows)
+        md_rows.append([label, groups, sel, common.pm(*bal), common.pm(*wga)])
+    return csv_rows, summary, common.markdown_table(
+        ["Method", "Group labels train/val", "Selection", "Balanced acc", "WGA"], md_rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

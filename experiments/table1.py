@@ -58,11 +58,11 @@ def summarise(results: dict, dataset: str, waterbirds_like: bool) -> tuple[list,
         stat = {k: common.mean_std([100 * r["metrics"][k] for r in per_seed.values()])
                 for k in ("avg", "wga", "wavg") if all(k in r["metrics"] for r in per_seed.values())}
         sel = sorted({r["selection"] for r in per_seed.values()})
-        labels = "/".join(sorted({group_label_use(name, r["selection"]) for r in per_seed.values()}))
+        labels = ", ".join(sorted({group_label_use(name, r["selection"]) for r in per_seed.values()}))
         csv_rows.append([dataset, name, *(f"{v:.2f}" for v in (*stat["avg"], *stat["wga"]))])
         summary.append({"method": name, "label": m.label, "group_labels": labels, "selection": sel,
                         **{f"{k}_{s}": v for k, (mu, sd) in stat.items() for s, v in (("mean", mu), ("std", sd))}})
-        row = [m.label, labels, "/".join(sel), common.pm(*stat["avg"])]
+        row = [m.label, labels, ", ".join(sel), common.pm(*stat["avg"])]
         if waterbirds_like and "wavg" in stat:
             row.append(common.pm(*stat["wavg"]))
         row.append(common.pm(*stat["wga"]))

@@ -144,3 +144,19 @@ def test_discovery_attribution_head_vs_shared_matrix():
     assert debias.discovery_attribution([state], ds.train, ds.val, same, 0, tau) is tau
     assert debias.discovery_attribution([state], ds.train, ds.val, dataclasses.replace(cfg, discovery_wrt=None),
                                         0, tau) is tau
+
+
+def test_debias_table_reports_the_group_labels_each_row_actually_read():
+    from experiments import debias_table
+
+    m = {"metrics": {"bal_acc": 0.5, "wga": 0.25}}
+    per_seed = {"0": {"rows": {"erm": m, "jtt": {**m, "selection": "worst-class"},
+                               "rwg": {**m, "selection": "oracle"}, "dfr": {**m, "selection": "worst-class"}}},
+                "1": {"rows": {"erm": m, "jtt": {**m, "selection": "oracle"},
+                               "rwg": {**m, "selection": "oracle"}, "dfr": {**m, "selection": "worst-class"}}}}
+    _, summary, md = debias_table.summarise(per_seed, "toy", ["erm", "jtt", "rwg", "dfr"])
+    got = {s["method"]: (s["group_labels"], s["selection"]) for s in summary}
+    assert got == {"erm": ("no/no", "fixed"), "jtt": ("no/no, no/yes", "oracle, worst-class"),
+                   "rwg": ("yes/yes", "oracle"), "dfr": ("no/yes", "worst-class")}
+    assert [c.strip() for c in md.splitlines()[0].split("|")[1:-1]] == [
+        "Method", "Group labels train/val", "Selection", "Balanced acc", "WGA"]
