@@ -179,7 +179,7 @@ def run_seed(ds, cfg: ExperimentConfig, tcfg: debias.TrakConfig, seed: int, meth
                              hparams={"gradtune": cfg.gradtune}, selection=sel, progress=progress)
             mo = method.run(ctx)
             res["rows"][name] = {"metrics": evaluate(mo.pred_test, ds.test.y, ds.test.masks()),
-                                 "selection": mo.selection, "group_labels": group_label_use(name, mo.selection)}
+                                 "selection": mo.selection}
             _log_row(path, res, seed, name)
     common.atomic_write_json(path, res)
     return res

@@ -102,8 +102,9 @@ def _guarded(ctx: RunContext, name: str) -> tuple[GroupDataset, Any]:
 
 
 def _actual(ctx: RunContext, info: dict) -> str:
-    """The regime that actually chose something (`fixed` when nothing was scored)."""
-    return ctx.selection if info.get("scores") or info.get("epoch_scores") else "fixed"
+    """What actually chose something: the regime, or the method's own criterion under it
+    (`info["criterion"]`, e.g. uLA's); `fixed` when nothing was scored."""
+    return info.get("criterion", ctx.selection) if info.get("scores") or info.get("epoch_scores") else "fixed"
 
 
 def _register(name: str, label: str, kind: str, spec: BaselineSpec, run: Callable[[RunContext], MethodOutput],
@@ -164,8 +165,7 @@ def run_ula(ctx: RunContext) -> MethodOutput:
                         f"{ctx.ds.input_kind!r} inputs; leave 'ula' out of --methods (the paper has no text rows)")
     ds, _ = _guarded(ctx, "ula")
     pred, info = ula(ds, ctx.config.erm, method_config(ctx, "ula"), ctx.seed, ctx.fs.selection, ctx.selection)
-    return MethodOutput(pred_test=pred, info=info, selection=info["criterion"] if _actual(ctx, info) != "fixed"
-                        else "fixed")
+    return MethodOutput(pred_test=pred, info=info, selection=_actual(ctx, info))
 
 
 def _families(vision: Any, text: Any = None, embedded: Any = None) -> dict[str, Any]:

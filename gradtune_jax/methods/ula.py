@@ -155,7 +155,8 @@ def ula(ds: GroupDataset, erm: ERMConfig, cfg: ULAConfig, seed: int, selection: 
     if cfg.train_mode not in ("finetune", "head"):
         raise ValueError(f"uLA train_mode must be 'finetune' or 'head', got {cfg.train_mode!r}")
     state, losses = simclr(ds, erm.model, cfg, seed)
-    feats = {s: predict(state, ds.split(s).x, erm.eval_batch_size)[1] for s in ("train", "val", "test")}
+    splits = ("train", "val", "test") if cfg.train_mode == "head" else ("train", "val")  # finetune: no test feats
+    feats = {s: predict(state, ds.split(s).x, erm.eval_batch_size)[1] for s in splits}
     mu, sd = feats["train"].mean(0), feats["train"].std(0) + 1e-6
     feats = {s: jnp.asarray((f - mu) / sd, jnp.float32) for s, f in feats.items()}
     y = np.asarray(ds.train.y)
@@ -164,7 +165,7 @@ def ula(ds: GroupDataset, erm: ERMConfig, cfg: ULAConfig, seed: int, selection: 
     w = jnp.full((1, len(y)), 1.0 / len(y), jnp.float32)
     proxy = jax.tree.map(lambda v: v[0], fit_heads_full_batch(h0, feats["train"], jnp.asarray(y), w,
                                                              jnp.zeros(1), cfg.proxy_steps, cfg.lr))
-    b = {s: np.asarray(f @ proxy["kernel"] + proxy["bias"]).argmax(-1) for s, f in feats.items()}
+    b = {s: np.asarray(feats[s] @ proxy["kernel"] + proxy["bias"]).argmax(-1) for s in ("train", "val")}
     prior = group_prior(y, b["train"], c)
     taus = [cfg.tau] if regime == "fixed" else list(cfg.tau_grid)
     val = ds.val.subset(selection)
