@@ -2,12 +2,10 @@
 checkpoints every N epochs and resume from the latest one."""
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
@@ -15,33 +13,12 @@ from tqdm.auto import tqdm
 from gradtune_jax.data.dataset import Split, take
 from gradtune_jax.data.samplers import epoch_indices
 from gradtune_jax.train.checkpoint import Checkpointer
-from gradtune_jax.train.optim import OptimConfig
-from gradtune_jax.train.parallel import DATA_AXIS, check_mode, data_mesh, data_parallel
+from gradtune_jax.train.parallel import DATA_AXIS, data_mesh, data_parallel
+from gradtune_jax.train.recipe import SAMPLERS, Recipe, steps_per_epoch
 from gradtune_jax.train.state import TrainState
 from gradtune_jax.train.steps import LossFn, eval_step, weighted_ce
 
-SAMPLERS = ("uniform", "class_balanced", "group_balanced", "weighted")
-
-
-@dataclasses.dataclass(frozen=True)
-class FitConfig:
-    """How to train: epochs, batch size, optimizer, sampler, checkpoint cadence."""
-
-    epochs: int = 10
-    batch_size: int = 64
-    optim: OptimConfig = OptimConfig()
-    sampler: str = "class_balanced"
-    checkpoint_every: int = 1  # epochs; 0 saves only at the end
-    parallel: str = "jit"  # "jit" | "pmap" | "none": see train/parallel.py
-    mixed_precision: bool = False  # bf16 compute, fp32 params and loss (where the model is built)
-
-    @property
-    def compute_dtype(self) -> Any:
-        return jnp.bfloat16 if self.mixed_precision else jnp.float32
-
-
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    return -(-n // batch_size)
+__all__ = ["SAMPLERS", "Recipe", "batches", "fit", "predict", "steps_per_epoch"]
 
 
 def batches(split: Split, idx: np.ndarray, batch_size: int, augment: Callable | None = None,
@@ -69,27 +46,33 @@ def _sampler_labels(split: Split, sampler: str):
     raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
 
 
-def fit(state: TrainState, split: Split, cfg: FitConfig, *, seed: int, loss_fn: LossFn = weighted_ce,
-        weights: np.ndarray | None = None, workdir: str | None = None, augment: Callable | None = None,
+def fit(state: TrainState, split: Split, recipe: Recipe, *, seed: int, loss_fn: LossFn = weighted_ce,
+        weights: np.ndarray | None = None, workdir: str | None = None, stop_at: int | None = None,
         desc: str = "train", progress: bool = True, put: Callable[[dict], Any] | None = None,
         step_fn: Callable | None = None) -> tuple[TrainState, list[dict]]:
-    """Train `state` on `split` for `cfg.epochs` epochs; resume from `workdir` if it holds a checkpoint.
+    """Train `state` (built by `recipe.create_train_state`) on `split` as `recipe` says: its
+    sampler, batch size, parallel mode, checkpoint cadence, and its train transform
+    (`recipe.pipeline.train`) on every batch. Runs epochs up to `stop_at` (default
+    `recipe.epochs`; the schedule inside the state always spans the recipe's length) and resumes
+    from `workdir` if it holds a checkpoint.
 
     Every random choice of epoch `e` comes from `default_rng([seed, e])`, so a resumed run gives the
     same parameters as an uninterrupted one. `weights` (per example) drive the "weighted" sampler.
-    The step runs data-parallel as `cfg.parallel` says (`train/parallel.py`; the returned state is
-    replicated over the devices). `put` places a batch on devices (sharding hook); `step_fn`
+    The step runs data-parallel as `recipe.parallel` says (`train/parallel.py`; the returned state
+    is replicated over the devices). `put` places a batch on devices (sharding hook); `step_fn`
     overrides the step (then `put` defaults to `jax.device_put` and the state is not moved).
     """
-    if cfg.sampler == "weighted" and weights is None:
+    if recipe.sampler == "weighted" and weights is None:
         raise ValueError("sampler 'weighted' needs per-example weights")
-    labels = _sampler_labels(split, cfg.sampler)
+    labels = _sampler_labels(split, recipe.sampler)
+    stop = recipe.epochs if stop_at is None else stop_at
+    augment = recipe.pipeline.train if recipe.pipeline is not None else None
     if step_fn is None:
-        par = data_parallel(check_mode(cfg.parallel), loss_fn)
+        par = data_parallel(recipe.parallel, loss_fn)
         step, put, place = par.step, put or par.put, par.place
     else:
         step, put, place = step_fn, put or jax.device_put, lambda s: s
-    ckpt = Checkpointer(workdir, every=cfg.checkpoint_every) if workdir else None
+    ckpt = Checkpointer(workdir, every=recipe.checkpoint_every) if workdir else None
     history: list[dict] = []
     start = 0
     if ckpt is not None:
@@ -98,15 +81,15 @@ def fit(state: TrainState, split: Split, cfg: FitConfig, *, seed: int, loss_fn: 
             state, meta = restored
             start, history = int(meta["epoch"]), list(meta["history"])
     state = place(state)
-    n_steps = steps_per_epoch(len(split), cfg.batch_size)
-    bar = tqdm(total=cfg.epochs * n_steps, initial=start * n_steps, desc=desc, unit="step",
+    n_steps = steps_per_epoch(len(split), recipe.batch_size)
+    bar = tqdm(total=stop * n_steps, initial=start * n_steps, desc=desc, unit="step",
                disable=not progress, leave=False, dynamic_ncols=True)
     try:
-        for epoch in range(start, cfg.epochs):
+        for epoch in range(start, stop):
             rng = np.random.default_rng([seed, epoch])
             idx = epoch_indices(labels, len(split), len(split), rng,
-                                weights=weights if cfg.sampler == "weighted" else None)
-            for batch in batches(split, idx, cfg.batch_size, augment, rng):
+                                weights=weights if recipe.sampler == "weighted" else None)
+            for batch in batches(split, idx, recipe.batch_size, augment, rng):
                 state, m = step(state, put(batch))
                 bar.update()
             metrics = {"epoch": epoch + 1, "loss": float(m["loss"]), "acc": float(m["acc"])}
@@ -114,7 +97,7 @@ def fit(state: TrainState, split: Split, cfg: FitConfig, *, seed: int, loss_fn: 
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['acc']:.3f}")
             if ckpt is not None:
                 ckpt.maybe_save(epoch + 1, state, {"epoch": epoch + 1, "history": history},
-                                final=epoch + 1 == cfg.epochs)
+                                final=epoch + 1 == stop)
     finally:
         bar.close()
         if ckpt is not None:
