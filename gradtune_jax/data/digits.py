@@ -6,10 +6,15 @@ Built from scikit-learn's bundled `load_digits()` (1,797 real 8x8 digits). Class
 independent of y in val and test (Waterbirds' val and test counts). Train, val and test draw
 their source digits from disjoint subsets; more images than sources are made by seeded light
 augmentation (shift, stroke intensity, pixel noise).
+
+`load_source_digits` and `compose_splits` are the shared machinery of every digits-based dataset
+(`digits_celeba.py` builds the CelebA-shaped one with them).
 """
 from __future__ import annotations
 
 import numpy as np
+
+from typing import Callable, Mapping, Sequence
 
 from gradtune_jax.data.dataset import GroupDataset, Split
 
@@ -50,6 +55,52 @@ def source_partition(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     return {"train": perm[:cut1], "val": perm[cut1:cut2], "test": perm[cut2:]}
 
 
+def load_source_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled digits: images (1797, 8, 8) in [0, 1] and class y = digit >= 5."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    imgs = (digits.images / 16.0).astype(np.float32)
+    labels = (digits.target >= 5).astype(np.int64)
+    return imgs, labels
+
+
+# render(digits_N88, a_N) -> images (N, H, W, 3); it draws its randomness from the shared generator.
+RenderFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def compose_splits(imgs: np.ndarray, labels: np.ndarray, counts: Mapping[str, Sequence[int]],
+                   rng: np.random.Generator, render: RenderFn) -> dict[str, Split]:
+    """Train / val / test splits with exactly `counts[split][g]` examples of group g = 2 y + a.
+
+    Source digits are partitioned first (`source_partition`, disjoint across splits); each group
+    draws its sources from its split's subset with class y (with replacement only when it needs
+    more than the subset has) and `render`s them with attribute a; each split is then shuffled.
+    Every random choice comes from `rng`, in a fixed order.
+    """
+    sources = source_partition(len(imgs), rng)
+    splits = {}
+    for name, src in sources.items():
+        xs, ys, as_ = [], [], []
+        for gid, n in enumerate(counts[name]):
+            y, a = divmod(gid, 2)
+            pool = src[labels[src] == y]
+            pick = rng.choice(pool, size=n, replace=n > len(pool))
+            xs.append(render(imgs[pick], np.full(n, a)))
+            ys.append(np.full(n, y, np.int64))
+            as_.append(np.full(n, a, np.int64))
+        order = rng.permutation(sum(counts[name]))
+        splits[name] = Split(x=np.concatenate(xs)[order], y=np.concatenate(ys)[order],
+                             a=np.concatenate(as_)[order], n_classes=2, n_attrs=2)
+    return splits
+
+
+def check_size(size: int) -> None:
+    """Image sides are positive multiples of 8 (the digits are 8x8, upscaled by an integer)."""
+    if size < 8 or size % 8:
+        raise ValueError(f"size must be a positive multiple of 8, got {size}")
+
+
 def make_digits_waterbirds(seed: int = 0, size: int = 16, noise: float = 0.02, shift: int = 1,
                            bg_jitter: float = 0.2, counts: dict | None = None) -> GroupDataset:
     """Build the Waterbirds-shaped digits dataset, deterministic in `seed`.
@@ -62,29 +113,12 @@ def make_digits_waterbirds(seed: int = 0, size: int = 16, noise: float = 0.02, s
       bg_jitter: std of the per-image background colour jitter.
       counts: per-split group counts (default: Waterbirds').
     """
-    from sklearn.datasets import load_digits
-
-    if size < 8 or size % 8:
-        raise ValueError(f"size must be a positive multiple of 8, got {size}")
+    check_size(size)
     counts = dict(WATERBIRDS_COUNTS if counts is None else counts)
-    digits = load_digits()
-    imgs = (digits.images / 16.0).astype(np.float32)
-    labels = (digits.target >= 5).astype(np.int64)
+    imgs, labels = load_source_digits()
     rng = np.random.default_rng(seed)
-    sources = source_partition(len(imgs), rng)
-    splits = {}
-    for name, src in sources.items():
-        xs, ys, as_ = [], [], []
-        for gid, n in enumerate(counts[name]):
-            y, a = divmod(gid, 2)
-            pool = src[labels[src] == y]
-            pick = rng.choice(pool, size=n, replace=n > len(pool))
-            xs.append(_render(imgs[pick], np.full(n, a), size, rng, noise, shift, bg_jitter))
-            ys.append(np.full(n, y, np.int64))
-            as_.append(np.full(n, a, np.int64))
-        order = rng.permutation(sum(counts[name]))
-        splits[name] = Split(x=np.concatenate(xs)[order], y=np.concatenate(ys)[order],
-                             a=np.concatenate(as_)[order], n_classes=2, n_attrs=2)
+    splits = compose_splits(imgs, labels, counts, rng,
+                            lambda d, a: _render(d, a, size, rng, noise, shift, bg_jitter))
     return GroupDataset(
         name="digits", **splits, class_names=("landbird", "waterbird"), attr_names=("land", "water"),
         group_names=("landbird/land", "landbird/water", "waterbird/land", "waterbird/water"),
