@@ -10,6 +10,7 @@ from gradtune_jax.data.celeba import load_celeba_age, load_celeba_blond
 from gradtune_jax.data.civilcomments import load_civilcomments
 from gradtune_jax.data.dataset import GroupDataset
 from gradtune_jax.data.digits import WATERBIRDS_COUNTS, make_digits_waterbirds
+from gradtune_jax.data.digits_celeba import CELEBA_COUNTS, make_digits_celeba
 from gradtune_jax.data.files import report_counts
 from gradtune_jax.data.features import load_features
 from gradtune_jax.data.multinli import load_multinli
@@ -25,8 +26,16 @@ def load_digits_waterbirds(verbose: bool = True, **kwargs) -> GroupDataset:
     return ds
 
 
+def load_digits_celeba(verbose: bool = True, **kwargs) -> GroupDataset:
+    """The embedded CelebA-Blond-shaped digits (`make_digits_celeba`), counts printed and checked."""
+    ds = make_digits_celeba(**kwargs)
+    report_counts(ds, CELEBA_COUNTS if "counts" not in kwargs else None, verbose=verbose)
+    return ds
+
+
 _LOADERS: dict[str, Callable[..., GroupDataset]] = {
     "digits": load_digits_waterbirds,
+    "digits_celeba": load_digits_celeba,
     "waterbirds": load_waterbirds,
     "celeba_blond": load_celeba_blond,
     "celeba_age": load_celeba_age,
