@@ -20,7 +20,9 @@ from experiments.configs import ExperimentConfig, get_config, preset_names, scal
 from experiments.runner import config_dict, pretrained_init
 from gradtune_jax.data.dataset import GroupDataset
 from gradtune_jax.data.registry import load_dataset
+from gradtune_jax.data.validate import check_classes
 from gradtune_jax.errors import UserError
+from gradtune_jax.io import ensure_writable_dir
 from gradtune_jax.methods.erm import erm_feature_set
 from gradtune_jax.methods.features import FeatureSet, evaluate_head
 from gradtune_jax.models.registry import backbone_names
@@ -113,6 +115,9 @@ def config_from_args(args) -> ExperimentConfig:
     """The dataset preset with every given CLI override applied (missing options = preset)."""
     opt = lambda name: getattr(args, name, None)  # noqa: E731 - options a command may not define
     quick = bool(opt("quick"))
+    for flag, folder in (("--out", opt("out")), ("--erm-cache", opt("erm_cache"))):
+        if folder:  # an unwritable output folder fails now, not after the work
+            ensure_writable_dir(folder, flag)
     try:
         cfg = get_config(args.dataset)
     except ValueError as e:
@@ -152,7 +157,7 @@ def config_from_args(args) -> ExperimentConfig:
 
 
 def out_dir(args, name: str) -> str:
-    return args.out or os.path.join("runs", name, args.dataset)
+    return ensure_writable_dir(args.out or os.path.join("runs", name, args.dataset), "--out")
 
 
 def erm_root(args, out: str) -> str:
@@ -170,7 +175,7 @@ def command_line(module: str, argv: Sequence[str] | None) -> str:
 def load(args) -> tuple[ExperimentConfig, GroupDataset]:
     """Config from the arguments and the dataset it names."""
     cfg = config_from_args(args)
-    return cfg, load_dataset(cfg.dataset, **cfg.dataset_kwargs)
+    return cfg, check_classes(load_dataset(cfg.dataset, **cfg.dataset_kwargs))
 
 
 def feature_sets(ds: GroupDataset, cfg: ExperimentConfig, args, out: str) -> dict[int, FeatureSet]:

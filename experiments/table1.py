@@ -13,6 +13,7 @@ from typing import Sequence
 from experiments import cli, common
 from experiments.runner import config_dict, pretrained_init, run_methods
 from gradtune_jax.data.registry import load_dataset
+from gradtune_jax.data.validate import check_classes
 from gradtune_jax.errors import UserError
 from gradtune_jax.methods.baselines import PAPER_ORDER, group_label_use, paper_selection
 from gradtune_jax.methods.registry import SELECTION_REGIMES, get_method, method_names
@@ -81,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = cli.out_dir(args, "table1")
     progress = cli.show_progress(args)
     t0 = time.perf_counter()
-    ds = load_dataset(cfg.dataset, **cfg.dataset_kwargs)
+    ds = check_classes(load_dataset(cfg.dataset, **cfg.dataset_kwargs))
     init_fn = pretrained_init(cfg.erm.model, args.weights, ds.n_classes)
     regimes = {m: paper_selection(m) if args.selection == "paper" else args.selection for m in methods}
     results: dict = {}

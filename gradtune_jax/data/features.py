@@ -15,6 +15,7 @@ import numpy as np
 
 from gradtune_jax.data.dataset import GroupDataset, Split
 from gradtune_jax.data.files import report_counts, split_indices
+from gradtune_jax.data.validate import check_finite
 from gradtune_jax.errors import UserError
 
 REQUIRED = ("features", "y", "split")
@@ -66,6 +67,7 @@ def load_features(path: str | None = None, *, data_dir: str | None = None, n_att
     if feats.ndim != 2 or feats.dtype.kind not in "fiu":
         raise UserError(f"{path}: features must be a numeric (N, D) array, got {feats.dtype} {feats.shape}")
     n, d = feats.shape
+    check_finite(feats, path, "features")  # NaN/inf would train silently and fail much later
     y = _int_array(z, "y", path, n)
     split = _int_array(z, "split", path, n)
     if split.size and split.max() > 2:
@@ -76,6 +78,8 @@ def load_features(path: str | None = None, *, data_dir: str | None = None, n_att
     n_classes = int(y.max()) + 1 if n else 1
     if "head_kernel" in z:
         k, b = np.asarray(z["head_kernel"], np.float32), np.asarray(z["head_bias"], np.float32)
+        check_finite(k, path, "head_kernel")
+        check_finite(b, path, "head_bias")
         if k.ndim != 2 or k.shape[0] != d or b.shape != (k.shape[1],):
             raise UserError(f"{path}: head_kernel must be ({d}, C) and head_bias (C,), got {k.shape} and {b.shape}")
         if k.shape[1] < n_classes:

@@ -14,6 +14,7 @@ from gradtune_jax.data.digits_celeba import CELEBA_COUNTS, make_digits_celeba
 from gradtune_jax.data.files import report_counts
 from gradtune_jax.data.features import load_features
 from gradtune_jax.data.multinli import load_multinli
+from gradtune_jax.data.validate import validate
 from gradtune_jax.data.waterbirds import load_waterbirds
 
 DEFAULT_DATASET = "digits"
@@ -58,4 +59,4 @@ def dataset_names() -> list[str]:
 def load_dataset(name: str = DEFAULT_DATASET, **kwargs) -> GroupDataset:
     if name not in _LOADERS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {dataset_names()}")
-    return _LOADERS[name](**kwargs)
+    return validate(_LOADERS[name](**kwargs))  # bad labels, NaN inputs, empty splits: one line, before any work
