@@ -30,7 +30,7 @@ import time
 from typing import Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
+from gradtune_jax.progress import progress as progress_bar
 
 from experiments import cli, common, plots
 from experiments.debias_table import minority_groups, trak_config
@@ -134,7 +134,7 @@ def removal_curve(ds: GroupDataset, cfg, seed: int, sets: dict[str, np.ndarray],
             saved = json.load(f)
         done = saved["points"] if saved.get("key") == key else {}
     points = {"trak@0": erm}
-    for name in tqdm(sets, desc="retraining after removal", disable=not progress, leave=False):
+    for name in progress_bar(sets, desc="retraining after removal", enabled=progress):
         if name not in done:
             st = debias.retrain_on(ds, cfg.erm, seed, sets[name], desc=f"retrain {name}", progress=progress,
                                    init_variables_fn=init_fn)

@@ -13,7 +13,7 @@ import sys
 from typing import Callable, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
+from gradtune_jax.progress import progress as progress_bar
 
 from experiments import common
 from experiments.configs import ExperimentConfig, get_config, preset_names, scaled_pipeline
@@ -165,7 +165,8 @@ def erm_root(args, out: str) -> str:
 
 
 def show_progress(args) -> bool:
-    return not args.no_progress and sys.stderr.isatty()
+    """Progress unless --no-progress: bars on a terminal, one log line per epoch/stage otherwise."""
+    return not args.no_progress
 
 
 def command_line(module: str, argv: Sequence[str] | None) -> str:
@@ -202,7 +203,7 @@ def evaluate_heads(fsets: dict[int, FeatureSet], variants: dict[str, HeadFn], pr
     """`{variant: {seed: test metrics}}` of the head each variant trains on every seed's features."""
     out: dict = {name: {} for name in variants}
     jobs = [(s, name) for s in fsets for name in variants]
-    for seed, name in tqdm(jobs, desc="last-layer runs", disable=not progress, leave=False):
+    for seed, name in progress_bar(jobs, desc="last-layer runs", enabled=progress):
         out[name][seed] = evaluate_head(variants[name](fsets[seed], seed), fsets[seed].ds.test)
     return out
 

@@ -21,7 +21,7 @@ import time
 from typing import Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
+from gradtune_jax.progress import progress as progress_bar
 
 from experiments import cli, common
 from experiments.configs import ExperimentConfig
@@ -276,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{ds.name}: per-split group counts\n{ds.count_table()}")
     init_fn = pretrained_init(cfg.erm.model, args.weights, ds.n_classes)
     per_seed = {}
-    for seed in tqdm(cfg.seeds, desc="seeds", disable=not progress or len(cfg.seeds) == 1, leave=False):
+    for seed in progress_bar(cfg.seeds, desc="seeds", unit="seed", enabled=progress and len(cfg.seeds) > 1):
         r = run_seed(ds, cfg, tcfg, seed, methods, args, out, curve, progress, init_fn)
         per_seed[str(seed)] = r
         if "auto_trak_groups" in r:

@@ -7,7 +7,7 @@ import os
 import time
 from typing import Callable, Sequence
 
-from tqdm.auto import tqdm
+from gradtune_jax.progress import progress as progress_bar
 
 from gradtune_jax.data.dataset import GroupDataset
 from gradtune_jax.errors import UserError
@@ -40,7 +40,7 @@ def run_methods(ds: GroupDataset, cfg, methods: Sequence[str], seeds: Sequence[i
     """`{method: {seed: {"metrics": ..., "info": ..., "selection": ..., "seconds": ...}}}`."""
     counts = WATERBIRDS_TRAIN_COUNTS if getattr(cfg, "waterbirds_like", False) and ds.n_groups == 4 else None
     results: dict = {m: {} for m in methods}
-    for seed in tqdm(seeds, desc="seeds", disable=not progress or len(seeds) == 1, leave=False):
+    for seed in progress_bar(seeds, desc="seeds", unit="seed", enabled=progress and len(seeds) > 1):
         t0 = time.perf_counter()
         fs, _ = erm_feature_set(ds, cfg.erm, seed, out, progress=progress, init_variables_fn=init_variables_fn,
                                 log=log)

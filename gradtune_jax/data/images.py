@@ -190,15 +190,15 @@ class LazyImages:
         path = os.path.join(cache_dir, f"{tag}_{h}x{w}_{self.cache_key(tag)}.npy")
         if not os.path.isfile(path):
             os.makedirs(cache_dir, exist_ok=True)
-            from tqdm.auto import tqdm
+            from gradtune_jax.progress import progress as progress_bar
 
             with atomic_open(path, "wb") as f:
                 np.lib.format.write_array_header_1_0(
                     f, {"descr": "|u1", "fortran_order": False, "shape": self.shape})
                 starts = range(0, len(self), batch_size)
-                for block in tqdm(prefetch_batches(self.uint8, (np.arange(s, min(s + batch_size, len(self)))
-                                                                for s in starts)),
-                                  total=len(starts), desc=f"caching {tag}", disable=not progress, leave=False):
+                for block in progress_bar(prefetch_batches(self.uint8, (np.arange(s, min(s + batch_size, len(self)))
+                                                                        for s in starts)),
+                                          total=len(starts), desc=f"caching {tag}", unit="batch", enabled=progress):
                     f.write(np.ascontiguousarray(block).tobytes())
         mm = np.load(path, mmap_mode="r")
         if mm.shape != self.shape or mm.dtype != np.uint8:

@@ -8,7 +8,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
-from tqdm.auto import tqdm
+from gradtune_jax.progress import progress as progress_bar
 
 from gradtune_jax.data.dataset import Split, take
 from gradtune_jax.data.samplers import epoch_indices
@@ -82,8 +82,8 @@ def fit(state: TrainState, split: Split, recipe: Recipe, *, seed: int, loss_fn: 
             start, history = int(meta["epoch"]), list(meta["history"])
     state = place(state)
     n_steps = steps_per_epoch(len(split), recipe.batch_size)
-    bar = tqdm(total=stop * n_steps, initial=start * n_steps, desc=desc, unit="step",
-               disable=not progress, leave=False, dynamic_ncols=True)
+    bar = progress_bar(total=stop * n_steps, initial=start * n_steps, desc=desc, unit="step", enabled=progress,
+                       steps_per_epoch=n_steps)  # a bar on a TTY, else one log line per epoch with rate and ETA
     try:
         for epoch in range(start, stop):
             rng = np.random.default_rng([seed, epoch])
@@ -124,7 +124,7 @@ def predict(state: TrainState, x: Any, batch_size: int = 512, put: Callable | No
     n = num_examples(x)
     fn = _eval_fn()
     logits, feats = [], []
-    for s in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, leave=False):
+    for s in progress_bar(range(0, n, batch_size), desc=desc, unit="batch", enabled=progress):
         part = np.arange(s, min(s + batch_size, n))
         pad = np.concatenate([part, np.full(batch_size - len(part), part[0])]) if len(part) < batch_size else part
         lo, fe = fn(state, put(take(x, pad)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-from tqdm.auto import tqdm
+from gradtune_jax.progress import progress as progress_bar
 
 
 def half_subsets(n_train: int, n_subsets: int, seed: int, alpha: float = 0.5) -> np.ndarray:
@@ -39,7 +39,7 @@ def evaluate_lds(tau_NT: np.ndarray, retrain_margins: Callable[[np.ndarray], np.
     """Retrain on `n_subsets` random halves (`retrain_margins(mask_N) -> target margins (T,)`) and
     return `{"lds", "rho_per_target", "masks", "margins"}`."""
     masks = half_subsets(tau_NT.shape[0], n_subsets, seed)
-    margins = np.stack([np.asarray(retrain_margins(m)) for m in tqdm(masks, desc="LDS retrain", disable=not progress,
-                                                                     leave=False)])
+    margins = np.stack([np.asarray(retrain_margins(m))
+                        for m in progress_bar(masks, desc="LDS retrain", unit="subset", enabled=progress)])
     value, rho = lds(tau_NT, masks, margins)
     return {"lds": value, "rho_per_target": rho, "masks": masks, "margins": margins}

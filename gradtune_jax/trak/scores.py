@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
-from tqdm.auto import tqdm
+from gradtune_jax.progress import progress as progress_bar
 
 from gradtune_jax.kernels.per_example import KeyPath, data_mesh, num_params, replicate, shard_batch
 from gradtune_jax.trak.kernels import ApplyFn, featurize, gram, kernel_inverse, score_block
@@ -68,7 +68,7 @@ def featurize_dataset(apply_fn: ApplyFn, params: Any, data: tuple[Any, np.ndarra
             if mesh is not None:
                 proj_matrix = replicate(proj_matrix, mesh)
     phis, qs = [], []
-    for s in tqdm(range(0, n, bs), desc=desc, disable=not progress, leave=False, unit="chunk"):
+    for s in progress_bar(range(0, n, bs), desc=desc, enabled=progress, unit="chunk"):
         idx = np.arange(s, min(s + bs, n))
         pad = np.concatenate([idx, np.full(bs - len(idx), idx[0])])
         batch = (_take(x, pad), np.asarray(y)[pad].astype(np.int32))
@@ -119,7 +119,7 @@ def compute_scores(apply_fn: ApplyFn, checkpoints: Sequence[Any], train: tuple[A
       out: optional `.npy` path; the scores are then a memory map written block by block.
       mesh: device mesh for sharded featurisation (default: all devices when several).
       cache_projection: materialise each checkpoint's projection once (see `featurize_dataset`).
-      progress: show tqdm bars.
+      progress: show progress (tqdm bars on a terminal, log lines otherwise).
     """
     if not checkpoints:
         raise ValueError("compute_scores needs at least one checkpoint")
@@ -129,7 +129,7 @@ def compute_scores(apply_fn: ApplyFn, checkpoints: Sequence[Any], train: tuple[A
     base_key = jax.random.key(seed)
     kw = dict(wrt=wrt, proj_dim=proj_dim, proj_type=proj_type, block_size=block_size,
               batch_size=batch_size, mesh=mesh, cache_projection=cache_projection, progress=progress)
-    for m, params in enumerate(tqdm(checkpoints, desc="TRAK checkpoints", disable=not progress, leave=False)):
+    for m, params in enumerate(progress_bar(checkpoints, desc="TRAK checkpoints", enabled=progress)):
         key = jax.random.fold_in(base_key, m)
         x_NK, q_N = featurize_dataset(apply_fn, params, train, key, desc=f"train features [{m}]", **kw)
         phi_TK, _ = featurize_dataset(apply_fn, params, targets, key, desc=f"target features [{m}]", **kw)
