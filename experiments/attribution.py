@@ -18,7 +18,8 @@ its TRAK checkpoints, so the GradTune feature cache does not apply):
 
 TRAK, alignment, removal and retraining are `gradtune_jax.methods.debias` (as in
 `experiments.debias_table`, which makes the Table 1/2 rows); TRAK scores are cached in
-`--out/seed{s}/trak.npz` and every retrained point in `curve.json`, so reruns resume.
+`--out/attribution-<key>/seed{s}/trak.npz` (keyed by dataset, recipe, code versions and TRAK
+settings) and every retrained point in `curve.json` beside it, so reruns resume.
 """
 from __future__ import annotations
 
@@ -34,14 +35,15 @@ from gradtune_jax.progress import progress as progress_bar
 
 from experiments import cli, common, plots
 from experiments.debias_table import minority_groups, trak_config
-from experiments.runner import pretrained_init
 from gradtune_jax.data.dataset import GroupDataset, take
 from gradtune_jax.errors import UserError
 from gradtune_jax.io import atomic_save_npz
 from gradtune_jax.methods import debias
+from gradtune_jax.methods.erm import erm_key
 from gradtune_jax.methods.reweight import subg_indices
 from gradtune_jax.metrics import evaluate
 from gradtune_jax.train.loop import predict
+from gradtune_jax.train.recipe import digest
 
 MODULE = "experiments.attribution"
 CURVE_COLUMNS = ("dataset", "seed", "removal", "k", "wga", "bal_acc", "avg")
@@ -58,7 +60,7 @@ def build_parser() -> common.ArgumentParser:
     r.add_argument("--curve", default="0.5,1,2",
                    help="K values as multiples of K* = #(T < 0) (default 0.5,1,2; K=0 is the ERM model)")
     r.add_argument("--no-random", action="store_true", help="skip the random-removal baseline curve")
-    cli.add_erm_args(p)
+    cli.add_erm_args(p, default_recipe="attribution")
     cli.add_trak_args(p)
     return p
 
@@ -79,27 +81,32 @@ def eval_test(state, ds: GroupDataset) -> dict:
     return {k: m[k] for k in ("wga", "bal_acc", "avg", "group_acc")}
 
 
-def trak_scores(ds: GroupDataset, cfg, tcfg: debias.TrakConfig, seed: int, out: str, progress: bool,
-                init_fn) -> dict:
+def run_folder(ds: GroupDataset, cfg, tcfg: debias.TrakConfig, seed: int, out: str) -> str:
+    """`out/attribution-<key>/seed{seed}`: keyed by dataset, recipe, code versions and TRAK settings."""
+    key = digest({**erm_key(ds, cfg.recipe), "trak": repr(tcfg)})
+    return os.path.join(out, f"attribution-{key}", f"seed{seed}")
+
+
+def trak_scores(ds: GroupDataset, cfg, tcfg: debias.TrakConfig, seed: int, folder: str, progress: bool) -> dict:
     """`tau (n_train, n_val)`, Auto-TRAK's matrix `tau_disc` (w.r.t. `tcfg.discovery_wrt`), validation
-    losses and the ERM test metrics, cached under `out`."""
-    path = os.path.join(out, f"seed{seed}", "trak.npz")
-    key = json.dumps({"erm": repr(cfg.erm), "trak": repr(tcfg), "dataset": ds.name,
-                      "data_info": repr(sorted(ds.info.items())), "seed": seed})
+    losses and the ERM test metrics, cached in `folder/trak.npz`."""
+    path = os.path.join(folder, "trak.npz")
     if os.path.exists(path):
         z = np.load(path)
-        if str(z["key"]) == key:
-            print(f"seed {seed}: reusing TRAK scores {path}")
-            return {"tau": z["tau"], "tau_disc": z["tau_disc"], "loss_V": z["loss_V"], "erm": json.loads(str(z["erm"]))}
-    epochs = debias.checkpoint_epochs(cfg.erm.fit.epochs, tcfg.n_checkpoints)
-    states = debias.train_with_checkpoints(ds, cfg.erm, seed, epochs, progress=progress, init_variables_fn=init_fn)
-    tau = debias.val_attribution(states, ds.train, ds.val, tcfg, seed, progress=progress)
-    tau_disc = debias.discovery_attribution(states, ds.train, ds.val, tcfg, seed, tau, progress=progress)
+        print(f"seed {seed}: reusing TRAK scores {path}")
+        return {"tau": z["tau"], "tau_disc": z["tau_disc"], "loss_V": z["loss_V"], "erm": json.loads(str(z["erm"])),
+                "kernels": json.loads(str(z["kernels"])) if "kernels" in z else None}
+    epochs = debias.checkpoint_epochs(cfg.recipe.epochs, tcfg.n_checkpoints)
+    states = debias.train_with_checkpoints(ds, cfg.recipe, seed, epochs, progress=progress)
+    kernels = {"trak": {}, "discovery": {}}  # the rank-safe kernel's report (rank, condition number, method)
+    tau = debias.val_attribution(states, ds.train, ds.val, tcfg, seed, progress=progress, info=kernels["trak"])
+    tau_disc = debias.discovery_attribution(states, ds.train, ds.val, tcfg, seed, tau, progress=progress,
+                                            info=kernels["discovery"])
     loss_V = debias.val_losses(states[-1], ds.val)
     erm = eval_test(states[-1], ds)
     atomic_save_npz(path, tau=np.asarray(tau, np.float32), tau_disc=np.asarray(tau_disc, np.float32), loss_V=loss_V,
-                    erm=np.array(json.dumps(erm)), key=np.array(key))
-    return {"tau": tau, "tau_disc": tau_disc, "loss_V": loss_V, "erm": erm}
+                    erm=np.array(json.dumps(erm)), kernels=np.array(json.dumps(kernels)))
+    return {"tau": tau, "tau_disc": tau_disc, "loss_V": loss_V, "erm": erm, "kernels": kernels}
 
 
 def removal_sets(ds: GroupDataset, t_N: np.ndarray, mults: Sequence[float], seed: int,
@@ -123,23 +130,21 @@ def removal_sets(ds: GroupDataset, t_N: np.ndarray, mults: Sequence[float], seed
     return sets
 
 
-def removal_curve(ds: GroupDataset, cfg, seed: int, sets: dict[str, np.ndarray], erm: dict, out: str,
-                  progress: bool, init_fn) -> dict[str, dict]:
-    """Test metrics after retraining on each kept set (resumed from `out/seed{s}/curve.json`)."""
-    path = os.path.join(out, f"seed{seed}", "curve.json")
-    key = repr(cfg.erm)
+def removal_curve(ds: GroupDataset, cfg, seed: int, sets: dict[str, np.ndarray], erm: dict, folder: str,
+                  progress: bool) -> dict[str, dict]:
+    """Test metrics after retraining on each kept set (resumed point by point from
+    `folder/curve.json`; the folder is keyed by everything the points depend on)."""
+    path = os.path.join(folder, "curve.json")
     done = {}
     if os.path.exists(path):
         with open(path) as f:
-            saved = json.load(f)
-        done = saved["points"] if saved.get("key") == key else {}
+            done = json.load(f)["points"]
     points = {"trak@0": erm}
     for name in progress_bar(sets, desc="retraining after removal", enabled=progress):
         if name not in done:
-            st = debias.retrain_on(ds, cfg.erm, seed, sets[name], desc=f"retrain {name}", progress=progress,
-                                   init_variables_fn=init_fn)
+            st = debias.retrain_on(ds, cfg.recipe, seed, sets[name], desc=f"retrain {name}", progress=progress)
             done[name] = eval_test(st, ds)
-            common.atomic_write_json(path, {"key": key, "points": done})
+            common.atomic_write_json(path, {"points": done})
         points[name] = done[name]
     return points
 
@@ -249,13 +254,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     tcfg = trak_config(args)
     out = cli.out_dir(args, "attribution")
     seed, progress = cfg.seeds[0], cli.show_progress(args)
-    init_fn = pretrained_init(cfg.erm.model, args.weights, ds.n_classes)
-    tr = trak_scores(ds, cfg, tcfg, seed, out, progress, init_fn)
+    folder = run_folder(ds, cfg, tcfg, seed, out)
+    tr = trak_scores(ds, cfg, tcfg, seed, folder, progress)
     tau, loss_V = tr["tau"], tr["loss_V"]
     t_N = debias.alignment_scores(tau, ds.val.g, loss_V, args.weighting)
     k_star = int((t_N < 0).sum())
-    points = removal_curve(ds, cfg, seed, removal_sets(ds, t_N, mults, seed, not args.no_random), tr["erm"], out,
-                           progress, init_fn)
+    points = removal_curve(ds, cfg, seed, removal_sets(ds, t_N, mults, seed, not args.no_random), tr["erm"], folder,
+                           progress)
     curve_csv, curve_md = curve_table(points, k_star, ds.name, seed)
     common.write_csv(os.path.join(out, "removal_curve.csv"), CURVE_COLUMNS, curve_csv)
     plot_curve(points, k_star, f"{ds.name}, seed {seed}: K* = #(T<0) = {k_star} of {len(t_N)}",
@@ -302,6 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     common.atomic_write_text(os.path.join(out, "attribution.md"), md)
     seconds = time.perf_counter() - t0
     cli.write_results(out, "attribution", ds, cfg, argv, MODULE, seconds, seed=seed, trak=dataclasses.asdict(tcfg),
+                      trak_kernels=tr["kernels"],
                       weighting=args.weighting, k_star=k_star, curve=points, subpopulations=subpops,
                       auto_trak_agreement=agreement, pc_extremes=extremes)
     print("\n" + curve_md)

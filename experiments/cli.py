@@ -17,7 +17,7 @@ from gradtune_jax.progress import progress as progress_bar
 
 from experiments import common
 from experiments.configs import ExperimentConfig, get_config, preset_names, scaled_pipeline
-from experiments.runner import config_dict, pretrained_init
+from experiments.runner import config_dict
 from gradtune_jax.data.dataset import GroupDataset
 from gradtune_jax.data.registry import load_dataset
 from gradtune_jax.data.validate import check_classes
@@ -25,6 +25,7 @@ from gradtune_jax.errors import UserError
 from gradtune_jax.io import ensure_writable_dir
 from gradtune_jax.methods.erm import erm_feature_set
 from gradtune_jax.methods.features import FeatureSet, evaluate_head
+from gradtune_jax.train.recipe import weights_digest
 from gradtune_jax.models.registry import backbone_names
 
 # --quick on the embedded digits: 8x8 images, a few hundred examples, a tiny CNN, 1 seed.
@@ -62,12 +63,27 @@ def add_run_args(p: common.ArgumentParser, name: str, erm_cache: bool = True) ->
     return r
 
 
-def add_erm_args(p: common.ArgumentParser) -> None:
-    e = p.add_argument_group("ERM recipe (defaults: the dataset preset)")
-    e.add_argument("--erm-epochs", type=common.positive_int)
-    e.add_argument("--erm-lr", type=common.positive_float)
-    e.add_argument("--erm-batch-size", type=common.positive_int)
-    e.add_argument("--erm-wd", type=float)
+def add_erm_args(p: common.ArgumentParser, default_recipe: str = "gradtune") -> None:
+    """The training recipe: `--recipe` (which paper's preset) and per-field overrides. Every model
+    the command trains uses it (ERM, retraining baselines, TRAK ensembles, retraining after removal)."""
+    from experiments.configs import PAPERS
+    from gradtune_jax.train.parallel import MODES
+    from gradtune_jax.train.recipe import SAMPLERS
+
+    e = p.add_argument_group(f"training recipe (defaults: the dataset's {default_recipe!r} preset)")
+    e.add_argument("--recipe", choices=PAPERS, default=default_recipe,
+                   help=f"whose preset: gradtune (GradTune Table 3) or attribution (debiasing paper App. D.2); "
+                        f"default {default_recipe}")
+    e.add_argument("--optimizer", dest="erm_optimizer", choices=("sgd", "adam", "adamw"))
+    e.add_argument("--lr", "--erm-lr", dest="erm_lr", type=common.positive_float, help="learning rate")
+    e.add_argument("--wd", "--erm-wd", dest="erm_wd", type=float, help="weight decay")
+    e.add_argument("--momentum", dest="erm_momentum", type=float, help="SGD momentum")
+    e.add_argument("--schedule", dest="erm_schedule", choices=("constant", "cosine", "linear"))
+    e.add_argument("--epochs", "--erm-epochs", dest="erm_epochs", type=common.positive_int)
+    e.add_argument("--batch-size", "--erm-batch-size", dest="erm_batch_size", type=common.positive_int)
+    e.add_argument("--sampler", dest="erm_sampler", choices=tuple(s for s in SAMPLERS if s != "weighted"))
+    e.add_argument("--precision", choices=("fp32", "bf16"), help="compute precision (bf16: mixed, fp32 params)")
+    e.add_argument("--parallel", choices=MODES, help="data-parallel mode over the local devices (default jit)")
 
 
 def add_size_args(p: common.ArgumentParser) -> None:
@@ -111,27 +127,39 @@ def _replace(obj, **kw):
     return dataclasses.replace(obj, **kw) if kw else obj
 
 
-def config_from_args(args) -> ExperimentConfig:
-    """The dataset preset with every given CLI override applied (missing options = preset)."""
+def config_from_args(args, paper: str | None = None) -> ExperimentConfig:
+    """The dataset preset of `--recipe` (or `paper`) with every given CLI override applied
+    (missing options = preset)."""
     opt = lambda name: getattr(args, name, None)  # noqa: E731 - options a command may not define
     quick = bool(opt("quick"))
     for flag, folder in (("--out", opt("out")), ("--erm-cache", opt("erm_cache"))):
         if folder:  # an unwritable output folder fails now, not after the work
             ensure_writable_dir(folder, flag)
     try:
-        cfg = get_config(args.dataset)
+        cfg = get_config(args.dataset, opt("recipe") or paper or "gradtune")
     except ValueError as e:
         raise UserError(str(e)) from None
-    fit = cfg.erm.fit
-    if quick:
-        fit = dataclasses.replace(fit, **QUICK_ERM)
-    fit = _replace(fit, epochs=opt("erm_epochs"), batch_size=opt("erm_batch_size"),
-                   optim=_replace(fit.optim, lr=opt("erm_lr"), weight_decay=opt("erm_wd")))
+    rec = cfg.recipe
+    changes = dict(QUICK_ERM) if quick else {}
+    optim = {k: v for k, v in (("name", opt("erm_optimizer")), ("lr", opt("erm_lr")), ("weight_decay", opt("erm_wd")),
+                               ("momentum", opt("erm_momentum")), ("schedule", opt("erm_schedule"))) if v is not None}
+    changes.update({k: v for k, v in (("epochs", opt("erm_epochs")), ("batch_size", opt("erm_batch_size")),
+                                      ("sampler", opt("erm_sampler")), ("parallel", opt("parallel")),
+                                      ("weights", opt("weights"))) if v is not None})
+    if opt("precision"):
+        changes["mixed_precision"] = opt("precision") == "bf16"
     model = args.model or ("tiny_cnn" if quick and args.dataset == "digits" else None)
-    pipeline = cfg.erm.pipeline
-    if pipeline is not None and opt("image_size"):
-        pipeline = scaled_pipeline(opt("image_size"))
-    erm = dataclasses.replace(_replace(cfg.erm, model=model, fit=fit), pipeline=pipeline)
+    if model:
+        changes["model"] = model
+    if rec.pipeline is not None and opt("image_size"):
+        changes["pipeline"] = scaled_pipeline(opt("image_size"))
+    if optim:
+        changes["optim"] = optim
+    if opt("weights"):
+        weights_digest(opt("weights"))  # a missing file fails here, before any work
+    recipe = rec.replace(**changes)
+    retrain = cfg.retrain_recipe.replace(**{k: v for k, v in changes.items() if k != "optim"}) \
+        if cfg.retrain_recipe is not None else None
     gt = cfg.gradtune
     size = opt("size") or (QUICK_SIZE if quick else gt.size)
     k = opt("k") if opt("k") is not None else (int(0.8 * size) if size != gt.size else gt.k)
@@ -147,12 +175,16 @@ def config_from_args(args) -> ExperimentConfig:
         kwargs["seed"] = args.data_seed
         if quick:
             kwargs.update(counts=QUICK_COUNTS, size=8)
-    tokenizer = opt("tokenizer_dir") or (opt("weights") if erm.model.startswith("bert") else None)
+    tokenizer = opt("tokenizer_dir") or (opt("weights") if recipe.model.startswith("bert") else None)
     for key, val in (("data_dir", opt("data_dir")), ("image_size", opt("image_size")), ("tokenizer_dir", tokenizer)):
         if val is not None:
             kwargs[key] = val
     seeds = tuple(args.seeds[:1] if quick else args.seeds)
-    return dataclasses.replace(cfg, erm=erm, gradtune=dataclasses.replace(gt, size=size, k=k, head=head),
+    if cfg.expects_weights and recipe.weights is None and not quick:
+        print(f"note: the {cfg.paper} preset for {args.dataset} starts from pretrained weights; without --weights "
+              f"every model trains from a random initialisation", file=sys.stderr)
+    return dataclasses.replace(cfg, recipe=recipe, retrain_recipe=retrain,
+                               gradtune=dataclasses.replace(gt, size=size, k=k, head=head),
                                seeds=seeds, dataset_kwargs=kwargs)
 
 
@@ -181,10 +213,8 @@ def load(args) -> tuple[ExperimentConfig, GroupDataset]:
 
 def feature_sets(ds: GroupDataset, cfg: ExperimentConfig, args, out: str) -> dict[int, FeatureSet]:
     """The ERM `FeatureSet` of every seed, trained once and cached under `erm_root(args, out)`."""
-    init_fn = pretrained_init(cfg.erm.model, getattr(args, "weights", None), ds.n_classes)
     root = erm_root(args, out)
-    return {s: erm_feature_set(ds, cfg.erm, s, root, progress=show_progress(args), init_variables_fn=init_fn)[0]
-            for s in cfg.seeds}
+    return {s: erm_feature_set(ds, cfg.recipe, s, root, progress=show_progress(args)).fs for s in cfg.seeds}
 
 
 def write_results(out: str, experiment: str, ds: GroupDataset, cfg: ExperimentConfig, argv, module: str,
@@ -192,8 +222,17 @@ def write_results(out: str, experiment: str, ds: GroupDataset, cfg: ExperimentCo
     """`out/results.json`: experiment, command, dataset, config, package versions and `extra`."""
     common.atomic_write_json(os.path.join(out, "results.json"), {
         "experiment": experiment, "command": command_line(module, argv), "dataset": ds.name,
-        "group_names": ds.names_of_groups(), "config": config_dict(cfg), "versions": common.versions(),
-        "seconds": seconds, **extra})
+        "group_names": ds.names_of_groups(), "config": config_dict(cfg), "recipe": recipe_record(cfg),
+        "versions": common.versions(), "seconds": seconds, **extra})
+
+
+def recipe_record(cfg: ExperimentConfig) -> dict:
+    """The run's recipe (and the reweighting baselines' own, when the paper gives one) as JSON,
+    with the weights file's SHA-256: what every model of the run was trained with."""
+    out = {"paper": cfg.paper, "models": cfg.recipe.describe()}
+    if cfg.retrain_recipe is not None:
+        out["reweighting_baselines"] = cfg.retrain_recipe.describe()
+    return out
 
 
 HeadFn = Callable[[FeatureSet, int], dict]  # (feature set, seed) -> head

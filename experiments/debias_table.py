@@ -25,14 +25,14 @@ from gradtune_jax.progress import progress as progress_bar
 
 from experiments import cli, common
 from experiments.configs import ExperimentConfig
-from experiments.runner import pretrained_init
 from gradtune_jax.errors import UserError
 from gradtune_jax.methods import debias
 from gradtune_jax.methods.baselines import group_label_use
-from gradtune_jax.methods.erm import extract_features
+from gradtune_jax.methods.erm import erm_key, extract_features
 from gradtune_jax.methods.registry import SELECTION_REGIMES, RunContext, get_method, method_names
 from gradtune_jax.metrics import evaluate
 from gradtune_jax.train.loop import predict
+from gradtune_jax.train.recipe import digest
 
 MODULE = "experiments.debias_table"
 
@@ -58,7 +58,7 @@ def build_parser() -> common.ArgumentParser:
                    help=f"comma list or 'all' (default all available: {','.join(available_methods())})")
     r.add_argument("--selection", default="worst-class", choices=SELECTION_REGIMES,
                    help="model selection of the baselines that select (default worst-class: no group labels)")
-    cli.add_erm_args(p)
+    cli.add_erm_args(p, default_recipe="attribution")
     cli.add_trak_args(p)
     t = p.add_argument_group("removal")
     t.add_argument("--k", type=common.positive_int, help="remove the K most negative instead of every T < 0")
@@ -117,38 +117,46 @@ def minority_groups(ds) -> set[int]:
 
 
 def run_key(ds, cfg: ExperimentConfig, tcfg: debias.TrakConfig, args, methods: list[str], curve: list[float]) -> str:
-    """What a saved seed result depends on; a rerun reuses it only when this matches."""
-    return repr((ds.name, sorted(ds.info.items()), cfg.erm, tcfg, args.weighting, args.k, args.selection, methods,
-                 curve))
+    """What a saved seed result depends on (dataset, recipes, code versions, TRAK, removal and
+    selection settings, rows); it names the folder of the saved results."""
+    retrain = cfg.retrain_recipe.fingerprint() if cfg.retrain_recipe is not None else None
+    return digest({**erm_key(ds, cfg.recipe), "retrain": retrain, "trak": repr(tcfg), "weighting": args.weighting,
+                   "k": args.k, "selection": args.selection, "methods": methods, "curve": curve,
+                   "seeds0": cfg.seeds[0], "gradtune": repr(cfg.gradtune)})
 
 
 def run_seed(ds, cfg: ExperimentConfig, tcfg: debias.TrakConfig, seed: int, methods: list[str], args,
-             out: str, curve: list[float], progress: bool, init_fn) -> dict:
-    """All rows for one seed (resumed from `out/seed{seed}/debias.json` when present)."""
-    path = os.path.join(out, f"seed{seed}", "debias.json")
+             out: str, curve: list[float], progress: bool) -> dict:
+    """All rows for one seed, saved in `out/debias-<key>/seed{seed}.json` (reused when present;
+    stale folders of other configurations are left alone)."""
     key = run_key(ds, cfg, tcfg, args, methods, curve)
+    path = os.path.join(out, f"debias-{key}", f"seed{seed}.json")
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
-        if saved.get("key") == key:
-            print(f"seed {seed}: reusing {path}")
-            return saved
-    epochs = debias.checkpoint_epochs(cfg.erm.fit.epochs, tcfg.n_checkpoints)
-    states = debias.train_with_checkpoints(ds, cfg.erm, seed, epochs, progress=progress, init_variables_fn=init_fn)
+        print(f"seed {seed}: reusing {path}")
+        return saved
+    epochs = debias.checkpoint_epochs(cfg.recipe.epochs, tcfg.n_checkpoints)
+    states = debias.train_with_checkpoints(ds, cfg.recipe, seed, epochs, progress=progress)
     final = states[-1]
-    res: dict = {"key": key, "methods": methods, "curve": curve, "checkpoint_epochs": epochs, "rows": {}}
+    res: dict = {"key": key, "methods": methods, "curve": curve, "checkpoint_epochs": epochs, "rows": {},
+                 "recipe": cfg.recipe.describe()}
     res["rows"]["erm"] = {"metrics": _metrics(final, ds), "n_train": len(ds.train)}
     _log_row(path, res, seed, "erm")
     needs_trak = {"trak", "auto_trak"} & set(methods) or curve
     if needs_trak:
         t0 = time.perf_counter()
-        tau_NV = debias.val_attribution(states, ds.train, ds.val, tcfg, seed, progress=progress)
+        res["trak_kernel"] = {}
+        tau_NV = debias.val_attribution(states, ds.train, ds.val, tcfg, seed, progress=progress,
+                                        info=res["trak_kernel"])
         res["trak_seconds"] = time.perf_counter() - t0
         loss_V = debias.val_losses(final, ds.val)
         groups = {"trak": ds.val.g}
         if "auto_trak" in methods:
             t0 = time.perf_counter()
-            tau_disc = debias.discovery_attribution(states, ds.train, ds.val, tcfg, seed, tau_NV, progress=progress)
+            res["discovery_kernel"] = {}
+            tau_disc = debias.discovery_attribution(states, ds.train, ds.val, tcfg, seed, tau_NV, progress=progress,
+                                                    info=res["discovery_kernel"])
             res["discovery_seconds"] = time.perf_counter() - t0
             pseudo, info = debias.auto_trak_groups(tau_disc, ds.val.y)
             groups["auto_trak"] = pseudo
@@ -160,26 +168,27 @@ def run_seed(ds, cfg: ExperimentConfig, tcfg: debias.TrakConfig, seed: int, meth
             removed_g = np.bincount(ds.train.g[~keep], minlength=ds.n_groups).tolist()
             row = {"n_removed": int((~keep).sum()), "removed_per_group": removed_g, "n_neg": int((t_N < 0).sum())}
             if name in methods:
-                st = debias.retrain_on(ds, cfg.erm, seed, keep, desc=f"{OWN[name][0]} seed {seed}",
-                                       progress=progress, init_variables_fn=init_fn)
+                st = debias.retrain_on(ds, cfg.recipe, seed, keep, desc=f"{OWN[name][0]} seed {seed}",
+                                       progress=progress)
                 row["metrics"] = _metrics(st, ds)
             res["rows"][name] = row
             _log_row(path, res, seed, name)
             if name == "trak":
                 t_trak = t_N
         if curve and seed == cfg.seeds[0]:
-            res["curve_points"] = _curve(ds, cfg, seed, t_trak, res, curve, progress, init_fn)
+            res["curve_points"] = _curve(ds, cfg, seed, t_trak, res, curve, progress)
     baselines = [m for m in methods if m in BASELINES]
     if baselines:
-        fs = extract_features(final, ds, seed, progress=progress)
+        fs = extract_features(final, ds, seed, cfg.recipe.eval_batch_size, progress=progress)
         for name in baselines:
             method = get_method(name)
             sel = args.selection if args.selection in method.selections else method.selections[0]
-            ctx = RunContext(ds=ds, fs=fs, seed=seed, workdir=os.path.join(out, f"seed{seed}", name), config=cfg,
+            ctx = RunContext(ds=ds, fs=fs, seed=seed, workdir=os.path.join(out, f"seed{seed}", name),
+                             recipe=cfg.recipe, retrain_recipe=cfg.retrain_recipe,
                              hparams={"gradtune": cfg.gradtune}, selection=sel, progress=progress)
             mo = method.run(ctx)
             res["rows"][name] = {"metrics": evaluate(mo.pred_test, ds.test.y, ds.test.masks()),
-                                 "selection": mo.selection}
+                                 "selection": mo.selection, "recipe": mo.info.get("recipe")}
             _log_row(path, res, seed, name)
     common.atomic_write_json(path, res)
     return res
@@ -195,7 +204,7 @@ def _log_row(path: str, res: dict, seed: int, name: str) -> None:
     common.atomic_write_json(path.replace(".json", ".partial.json"), res)
 
 
-def _curve(ds, cfg, seed, t_N, res, mults, progress, init_fn) -> list[dict]:
+def _curve(ds, cfg, seed, t_N, res, mults, progress) -> list[dict]:
     """(K, WGA, balanced accuracy) for K = 0, K*, and `mults` x K* (K* = #(T < 0))."""
     k_star = int((t_N < 0).sum())
     pts = [{"k": 0, **_short(res["rows"]["erm"]["metrics"])}]
@@ -206,8 +215,7 @@ def _curve(ds, cfg, seed, t_N, res, mults, progress, init_fn) -> list[dict]:
         if k <= 0 or any(p["k"] == k for p in pts):
             continue
         keep = debias.removal_mask(t_N, k, ds.train.y)
-        st = debias.retrain_on(ds, cfg.erm, seed, keep, desc=f"curve K={k}", progress=progress,
-                               init_variables_fn=init_fn)
+        st = debias.retrain_on(ds, cfg.recipe, seed, keep, desc=f"curve K={k}", progress=progress)
         pts.append({"k": k, **_short(_metrics(st, ds))})
         print(f"seed {seed} curve K={k}: wga {100 * pts[-1]['wga']:.1f}  bal {100 * pts[-1]['bal_acc']:.1f}", flush=True)
     return sorted(pts, key=lambda p: p["k"])
@@ -274,10 +282,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = cli.show_progress(args)
     t0 = time.perf_counter()
     print(f"{ds.name}: per-split group counts\n{ds.count_table()}")
-    init_fn = pretrained_init(cfg.erm.model, args.weights, ds.n_classes)
     per_seed = {}
     for seed in progress_bar(cfg.seeds, desc="seeds", unit="seed", enabled=progress and len(cfg.seeds) > 1):
-        r = run_seed(ds, cfg, tcfg, seed, methods, args, out, curve, progress, init_fn)
+        r = run_seed(ds, cfg, tcfg, seed, methods, args, out, curve, progress)
         per_seed[str(seed)] = r
         if "auto_trak_groups" in r:
             a = r["auto_trak_groups"]

@@ -11,7 +11,7 @@ import time
 from typing import Sequence
 
 from experiments import cli, common
-from experiments.runner import config_dict, pretrained_init, run_methods
+from experiments.runner import config_dict, run_methods
 from gradtune_jax.data.registry import load_dataset
 from gradtune_jax.data.validate import check_classes
 from gradtune_jax.errors import UserError
@@ -83,13 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = cli.show_progress(args)
     t0 = time.perf_counter()
     ds = check_classes(load_dataset(cfg.dataset, **cfg.dataset_kwargs))
-    init_fn = pretrained_init(cfg.erm.model, args.weights, ds.n_classes)
     regimes = {m: paper_selection(m) if args.selection == "paper" else args.selection for m in methods}
     results: dict = {}
     for regime in dict.fromkeys(regimes.values()):  # one pass per regime; the ERM cache is shared
         results.update(run_methods(ds, cfg, [m for m in methods if regimes[m] == regime], cfg.seeds,
                                    cli.erm_root(args, out), hparams={"gradtune": cfg.gradtune}, selection=regime,
-                                   progress=progress, init_variables_fn=init_fn))
+                                   progress=progress))
     results = {m: results[m] for m in methods}
     csv_rows, summary, md = summarise(results, ds.name, cfg.waterbirds_like)
     seconds = time.perf_counter() - t0
@@ -99,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     common.write_csv(os.path.join(out, "table1.csv"), CSV_COLUMNS, csv_rows)
     common.atomic_write_json(os.path.join(out, "results.json"), {
         "experiment": "table1", "dataset": ds.name, "group_names": ds.names_of_groups(),
-        "config": config_dict(cfg), "methods": methods, "selection_requested": args.selection,
+        "config": config_dict(cfg), "recipe": cli.recipe_record(cfg), "methods": methods,
+        "selection_requested": args.selection,
         "group_label_regime": {s["method"]: {"group_labels_train_val": s["group_labels"],
                                              "selection": s["selection"]} for s in summary},
         "versions": common.versions(), "seconds": seconds, "summary": summary,

@@ -13,18 +13,17 @@ from gradtune_jax.data.samplers import epoch_indices
 from gradtune_jax.methods import group_dro as group_dro_mod
 from gradtune_jax.methods import jtt as jtt_mod
 from gradtune_jax.methods import reweight as reweight_mod
-from gradtune_jax.methods.erm import ERMConfig
 from gradtune_jax.methods.group_dro import GroupDROConfig, group_dro
 from gradtune_jax.methods.jtt import JTTConfig, error_set, jtt, upsample_weights
 from gradtune_jax.methods.reweight import ReweightConfig, rwg, subg, subg_indices
 from gradtune_jax.methods.selection import GroupLabelError, hide_groups
 from gradtune_jax.methods import ula as ula_mod
 from gradtune_jax.methods.ula import ULAConfig, augment, group_prior, la_loss, logit_adjustment, nt_xent, with_backbone
-from gradtune_jax.train.loop import FitConfig
+from gradtune_jax.train.recipe import Recipe
 from gradtune_jax.train.state import zeros_like_extra
 from gradtune_jax.train.steps import group_dro_loss
 
-TINY = ERMConfig(model="tiny_cnn", fit=FitConfig(epochs=2, batch_size=16, checkpoint_every=0), eval_batch_size=64)
+TINY = Recipe(model="tiny_cnn", epochs=2, batch_size=16, checkpoint_every=0, eval_batch_size=64)
 
 
 def test_jtt_error_set_and_weights_mark_exactly_the_misclassified():
@@ -45,8 +44,8 @@ def test_jtt_retrains_with_the_early_models_errors_upsampled(monkeypatch):
     seen = {}
 
     def fake_train_selected(ds_, cfg, seed, *, weights, **kw):
-        seen.update(weights=weights, sampler=cfg.fit.sampler)
-        return "state", {"epoch": 1, "epoch_scores": []}
+        seen.update(weights=weights, sampler=cfg.sampler)
+        return "state", {"epoch": 1, "epoch_scores": [], "recipe": cfg.describe()}
 
     monkeypatch.setattr(jtt_mod, "train_selected", fake_train_selected)
     _, info = jtt(ds, TINY, JTTConfig(id_epochs=1, lambda_up=20.0), 0, ds.val, "fixed")
@@ -86,10 +85,10 @@ def test_retraining_methods_run_and_select_epochs(monkeypatch):
     monkeypatch.setattr(reweight_mod, "train_selected", lambda ds_, cfg, seed, **kw: seen.append((cfg, kw)) or (0, {}))
     rwg(ds, TINY, ReweightConfig(), 0, ds.val, "fixed")
     subg(ds, TINY, ReweightConfig(), 0, ds.val, "fixed")
-    assert seen[0][0].fit.sampler == "group_balanced"
+    assert seen[0][0].sampler == "group_balanced"
     sub = seen[1][1]["train"]
     np.testing.assert_array_equal(np.bincount(sub.g), [4, 4, 4, 4])
-    assert seen[1][0].fit.epochs == round(2 * 7 / 1)  # steps matched: 7 steps/epoch vs 1
+    assert seen[1][0].epochs == round(2 * 7 / 1)  # steps matched: 7 steps/epoch vs 1
 
 
 def test_group_free_retraining_cannot_read_val_groups():
@@ -128,8 +127,8 @@ def test_ula_finetune_starts_from_the_ssl_backbone_with_a_fresh_head():
     from gradtune_jax.methods.erm import init_state
 
     ds = dataset(image=True)
-    ssl, _ = ula_mod.simclr(ds, "tiny_cnn", ULAConfig(ssl_epochs=1, ssl_batch_size=32, proj_dim=16), 0)
-    st = init_state(ds, TINY, 0, with_backbone(ssl, ds.train.x[:2]))
+    ssl, _ = ula_mod.simclr(ds, TINY, ULAConfig(ssl_epochs=1, ssl_batch_size=32, proj_dim=16), 0)
+    st = init_state(ds, TINY, 0, init_fn=with_backbone(ssl, ds.train.x[:2]))
     assert st.params["head"]["kernel"].shape[-1] == ds.n_classes
     for k in ssl.params:
         if k != "head":

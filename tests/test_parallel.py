@@ -134,11 +134,12 @@ def _predict_report(model) -> dict:
 def _multi_device_report() -> dict:
     """Everything that needs several devices; run in the subprocess."""
     from gradtune_jax.data.digits import make_digits_waterbirds
-    from gradtune_jax.methods.erm import ERMConfig, init_state
+    from gradtune_jax.methods.erm import init_state
     from gradtune_jax.models.classifier import Classifier
     from gradtune_jax.models.resnet import BasicBlock, ResNet
     from gradtune_jax.train.last_layer import HeadConfig, init_head, train_head
-    from gradtune_jax.train.loop import FitConfig, fit, predict
+    from gradtune_jax.train.loop import fit, predict
+    from gradtune_jax.train.recipe import Recipe
     from gradtune_jax.train.optim import OptimConfig
     from gradtune_jax.train.parallel import data_mesh
     from gradtune_jax.train.steps import group_dro_loss, weighted_ce
@@ -158,20 +159,19 @@ def _multi_device_report() -> dict:
 
     ds = make_digits_waterbirds(seed=0, size=8, counts={"train": (12, 3, 3, 8), "val": (2, 2, 2, 2),
                                                         "test": (2, 2, 2, 2)})  # 26 = 3 * 8 + 2: ragged
-    fit_cfg = FitConfig(epochs=2, batch_size=8, optim=OptimConfig("sgd", 0.05, 1e-4, 0.9, "cosine"),
-                        parallel="none")
-    erm = ERMConfig("tiny_cnn", fit_cfg)
+    erm = Recipe("tiny_cnn", epochs=2, batch_size=8, optim=OptimConfig("sgd", 0.05, 1e-4, 0.9, "cosine"),
+                 parallel="none")
     x0 = ds.train.x[:2]
 
     def init_fn(model, seed: int) -> dict:
         return _init(model, x0)
 
-    ref, _ = fit(init_state(ds, erm, 0, init_fn), ds.train, fit_cfg, seed=0, progress=False)
+    ref, _ = fit(init_state(ds, erm, 0, init_fn=init_fn), ds.train, erm, seed=0, progress=False)
     report["fit"] = {}
     for mode in ("jit", "pmap"):
-        cfg = dataclasses.replace(fit_cfg, parallel=mode)
+        cfg = erm.replace(parallel=mode)
         loss_fn, calls = _counting(weighted_ce)
-        got, _ = fit(init_state(ds, dataclasses.replace(erm, fit=cfg), 0, init_fn), ds.train, cfg, seed=0,
+        got, _ = fit(init_state(ds, cfg, 0, init_fn=init_fn), ds.train, cfg, seed=0,
                      loss_fn=loss_fn, progress=False)
         report["fit"][mode] = {"diff": _max_diff((got.params, got.batch_stats), (ref.params, ref.batch_stats)),
                                "traces": calls["n"],  # the replicated state works with `predict`
@@ -179,8 +179,8 @@ def _multi_device_report() -> dict:
     par = data_parallel("jit")  # cached: the same jitted step every fit with this loss uses
     sizes = [par.step._cache_size()]
     for _ in range(2):
-        state = par.place(init_state(ds, erm, 0, init_fn))
-        fit(state, ds.train, dataclasses.replace(fit_cfg, batch_size=6), seed=0, progress=False, step_fn=par.step,
+        state = par.place(init_state(ds, erm, 0, init_fn=init_fn))
+        fit(state, ds.train, erm.replace(batch_size=6), seed=0, progress=False, step_fn=par.step,
             put=par.put)  # batch 6 padded to 8 rows on 4 devices
         sizes.append(par.step._cache_size())
     report["fit"]["jit_cache_growth"] = [b - a for a, b in zip(sizes, sizes[1:])]

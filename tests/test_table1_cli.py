@@ -29,7 +29,7 @@ def test_cli_writes_table_csv_and_results(tiny_run, capsys):
     md = (out / "table1.md").read_text()
     assert "| GradTune | no/no |" in md and "WGA" in md
     res = json.loads((out / "results.json").read_text())
-    assert res["config"]["erm"]["fit"]["epochs"] == 1
+    assert res["config"]["recipe"]["epochs"] == 1 and res["recipe"]["models"]["init"] == {"source": "random"}
     assert res["versions"]["jax"] and res["group_label_regime"]["gradtune"]["group_labels_train_val"] == "no/no"
     per = res["per_seed"]["gradtune"]
     assert set(per) == {"0", "1"} and len(per["0"]["metrics"]["group_acc"]) == 4

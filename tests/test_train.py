@@ -2,14 +2,14 @@ import jax
 import numpy as np
 import pytest
 
-from gradtune_jax.methods.erm import ERMConfig, init_state
+from gradtune_jax.methods.erm import init_state
 from gradtune_jax.train.last_layer import HeadConfig, index_plan, train_head
-from gradtune_jax.train.loop import FitConfig, fit, predict
+from gradtune_jax.train.loop import fit, predict
 from gradtune_jax.train.optim import OptimConfig
+from gradtune_jax.train.recipe import Recipe
 from gradtune_jax.train.steps import train_step
 
-CFG = ERMConfig("tiny_cnn", FitConfig(epochs=3, batch_size=16, checkpoint_every=1,
-                                      optim=OptimConfig("sgd", 0.05, 1e-4, 0.9, "cosine")))
+CFG = Recipe("tiny_cnn", epochs=3, batch_size=16, checkpoint_every=1, optim=OptimConfig("sgd", 0.05, 1e-4, 0.9, "cosine"))
 
 
 class Interrupt(Exception):
@@ -22,7 +22,7 @@ def _leaves(state):
 
 def test_resume_gives_same_parameters_as_uninterrupted(small_digits, tmp_path):
     ds = small_digits
-    full, _ = fit(init_state(ds, CFG, 0), ds.train, CFG.fit, seed=0, workdir=str(tmp_path / "a"), progress=False)
+    full, _ = fit(init_state(ds, CFG, 0), ds.train, CFG, seed=0, workdir=str(tmp_path / "a"), progress=False)
 
     step = jax.jit(train_step)
     calls = {"n": 0}
@@ -34,9 +34,9 @@ def test_resume_gives_same_parameters_as_uninterrupted(small_digits, tmp_path):
         return step(state, batch)
 
     with pytest.raises(Interrupt):
-        fit(init_state(ds, CFG, 0), ds.train, CFG.fit, seed=0, workdir=str(tmp_path / "b"), progress=False,
+        fit(init_state(ds, CFG, 0), ds.train, CFG, seed=0, workdir=str(tmp_path / "b"), progress=False,
             step_fn=flaky_step)
-    resumed, hist = fit(init_state(ds, CFG, 0), ds.train, CFG.fit, seed=0, workdir=str(tmp_path / "b"),
+    resumed, hist = fit(init_state(ds, CFG, 0), ds.train, CFG, seed=0, workdir=str(tmp_path / "b"),
                         progress=False)
     assert [h["epoch"] for h in hist] == [1, 2, 3]
     for a, b in zip(_leaves(full), _leaves(resumed)):
@@ -46,8 +46,8 @@ def test_resume_gives_same_parameters_as_uninterrupted(small_digits, tmp_path):
 
 def test_training_is_deterministic_and_learns(small_digits):
     ds = small_digits
-    a, hist = fit(init_state(ds, CFG, 1), ds.train, CFG.fit, seed=1, progress=False)
-    b, _ = fit(init_state(ds, CFG, 1), ds.train, CFG.fit, seed=1, progress=False)
+    a, hist = fit(init_state(ds, CFG, 1), ds.train, CFG, seed=1, progress=False)
+    b, _ = fit(init_state(ds, CFG, 1), ds.train, CFG, seed=1, progress=False)
     for x, y in zip(_leaves(a), _leaves(b)):
         np.testing.assert_array_equal(x, y)
     logits, feats = predict(a, ds.test.x, batch_size=32)
@@ -63,7 +63,7 @@ def test_step_compiles_once(small_digits):
         return train_step(state, batch)
 
     step = jax.jit(counted, donate_argnums=0)
-    fit(init_state(small_digits, CFG, 0), small_digits.train, CFG.fit, seed=0, progress=False, step_fn=step)
+    fit(init_state(small_digits, CFG, 0), small_digits.train, CFG, seed=0, progress=False, step_fn=step)
     assert len(traces) == 1  # 3 epochs, ragged last batch padded: one shape, one trace
 
 
@@ -97,14 +97,12 @@ def test_train_head_finetune_vs_reset():
 
 
 def test_image_pipeline_train_augments_and_eval_preprocesses(small_digits):
-    import dataclasses
-
     from gradtune_jax.data.transforms import ImagePipeline
     from gradtune_jax.methods.erm import train_model
     from gradtune_jax.train.state import variables_of
 
     pipe = ImagePipeline(crop=6, resize=8)
-    cfg = dataclasses.replace(CFG, pipeline=pipe, fit=dataclasses.replace(CFG.fit, epochs=1))
+    cfg = CFG.replace(pipeline=pipe, epochs=1)
     state = train_model(small_digits, cfg, seed=0, progress=False)
     x = small_digits.test.x[:5]
     logits, _ = predict(state, x, batch_size=8)

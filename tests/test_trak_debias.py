@@ -125,12 +125,12 @@ def test_debias_table_cli_bad_argument_exits_2(capsys):
 def test_discovery_attribution_head_vs_shared_matrix():
     from _methods_data import dataset
 
-    from gradtune_jax.methods.erm import ERMConfig, init_state
+    from gradtune_jax.methods.erm import init_state
     from gradtune_jax.trak import compute_scores
-    from gradtune_jax.train.loop import FitConfig
+    from gradtune_jax.train.recipe import Recipe
 
     ds = dataset(0, image=True)
-    state = init_state(ds, ERMConfig(model="tiny_cnn", fit=FitConfig(epochs=1)), seed=0)
+    state = init_state(ds, Recipe(model="tiny_cnn", epochs=1), seed=0)
     cfg = debias.TrakConfig(proj_dim=None, lambda_reg=1e-3, wrt="params", discovery_wrt=("params", "head"))
     tau = debias.val_attribution([state], ds.train, ds.val, cfg, 0, progress=False)
     disc = debias.discovery_attribution([state], ds.train, ds.val, cfg, 0, tau, progress=False)

@@ -124,3 +124,36 @@ class GroupDataset:
                 ok = False
                 log(f"warning: {self.name} {s} group counts {got} differ from the known {list(exp)}")
         return ok
+
+
+def _leaf_digest(h: Any, v: Any) -> None:
+    """Feed one input leaf into hash `h`: array bytes, or a lazy array's own `cache_key()`."""
+    if hasattr(v, "cache_key"):
+        h.update(f"lazy:{v.cache_key()}".encode())
+    elif isinstance(v, (np.ndarray, np.generic, jax.Array)):
+        a = np.ascontiguousarray(np.asarray(v))
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(a.tobytes())
+    else:
+        h.update(f"{type(v).__name__}:{len(v)}".encode())
+
+
+def dataset_fingerprint(ds: GroupDataset) -> str:
+    """16 hex digits identifying `ds`: its name, names, `info`, and every split's labels,
+    attributes, group masks and inputs (array bytes; lazy images by their items and decoding
+    settings). Caches built from a dataset are keyed by it."""
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(repr((ds.name, ds.input_kind, tuple(ds.class_names), tuple(ds.attr_names))).encode())
+    for k, v in sorted(ds.info.items()):
+        h.update(f"info:{k}".encode())
+        for leaf in jax.tree.leaves(v):  # arrays (a features file's head) by their bytes
+            _leaf_digest(h, leaf) if isinstance(leaf, np.ndarray) else h.update(repr(leaf).encode())
+    for s in SPLITS:
+        sp = ds.split(s)
+        for arr in (sp.y, sp.a) + (() if sp.group_masks is None else (sp.group_masks,)):
+            _leaf_digest(h, arr)  # a guarded (unreadable) `a` is hashed by its type and length
+        for leaf in jax.tree.leaves(sp.x):
+            _leaf_digest(h, leaf)
+    return h.hexdigest()[:16]

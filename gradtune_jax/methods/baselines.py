@@ -136,9 +136,10 @@ def run_self(ctx: RunContext) -> MethodOutput:
         cfg = dataclasses.replace(cfg, score="misclassification")
     early = None
     if cfg.score == "es_disagreement":
-        early = early_logits(ds, ctx.config.erm, cfg.early_epochs, ctx.seed, ctx.progress)["val"][fs.heldout]
+        early = early_logits(ds, ctx.recipe, cfg.early_epochs, ctx.seed, ctx.progress)["val"][fs.heldout]
     head, info = self_finetune(fs, _head_cfg(ctx), cfg, ctx.seed, ctx.selection, early)
-    return head_output(ctx.fs, head, {**info, "score": cfg.score}, _actual(ctx, info))
+    extra = {"early_recipe": ctx.recipe.describe(), "early_epochs": cfg.early_epochs} if early is not None else {}
+    return head_output(ctx.fs, head, {**info, "score": cfg.score, **extra}, _actual(ctx, info))
 
 
 def run_cb_llr(ctx: RunContext) -> MethodOutput:
@@ -153,7 +154,7 @@ def _retrain(name: str, fn: Callable) -> Callable[[RunContext], MethodOutput]:
                             "features, on which only last-layer methods run")
         ds, _ = _guarded(ctx, name)
         state, info = fn(ctx, ds, _val_select(ctx, ds))
-        pred = predict_labels(state, ctx.ds.test.x, ctx.config.erm.eval_batch_size)
+        pred = predict_labels(state, ctx.ds.test.x, ctx.recipe.eval_batch_size)
         return MethodOutput(pred_test=pred, info=info, selection=_actual(ctx, info))
 
     return run
@@ -164,7 +165,7 @@ def run_ula(ctx: RunContext) -> MethodOutput:
         raise UserError(f"uLA needs image inputs (its self-supervised stage augments images), {ctx.ds.name} has "
                         f"{ctx.ds.input_kind!r} inputs; leave 'ula' out of --methods (the paper has no text rows)")
     ds, _ = _guarded(ctx, "ula")
-    pred, info = ula(ds, ctx.config.erm, method_config(ctx, "ula"), ctx.seed, ctx.fs.selection, ctx.selection)
+    pred, info = ula(ds, ctx.recipe, method_config(ctx, "ula"), ctx.seed, ctx.fs.selection, ctx.selection)
     return MethodOutput(pred_test=pred, info=info, selection=_actual(ctx, info))
 
 
@@ -184,13 +185,13 @@ def register_baselines() -> None:
     """Register every baseline row (idempotent)."""
     _register("group_dro", "Group DRO", "retrain",
               BaselineSpec(True, False, "oracle", _families(GroupDROConfig(), embedded=GroupDROConfig(epochs=SHORT))),
-              _retrain("group_dro", lambda c, ds, v: group_dro(ds, c.config.erm, method_config(c, "group_dro"),
+              _retrain("group_dro", lambda c, ds, v: group_dro(ds, c.reweight_recipe, method_config(c, "group_dro"),
                                                                c.seed, v, c.selection, c.progress)))
     _register("jtt", "JTT", "retrain", BaselineSpec(False, False, "oracle", _families(
         JTTConfig(), JTTConfig(id_epochs=1, lambda_up=6.0, lambda_grid=(6.0, 20.0)),
         JTTConfig(lambda_up=20.0, lambda_grid=(20.0, 100.0)))),
-        _retrain("jtt", lambda c, ds, v: jtt(ds, c.config.erm, method_config(c, "jtt"), c.seed, v, c.selection,
-                                             c.progress)))
+        _retrain("jtt", lambda c, ds, v: jtt(ds, c.reweight_recipe, method_config(c, "jtt"), c.seed, v, c.selection,
+                                             c.progress, id_recipe=c.recipe)))
     _register("dfr", "DFR", "last_layer", BaselineSpec(False, True, "oracle", _families(DFRConfig())), run_dfr)
     _register("self", "SELF", "last_layer", BaselineSpec(False, False, "oracle", _families(
         SELFConfig(), SELFConfig(early_epochs=1))), run_self)
@@ -201,11 +202,11 @@ def register_baselines() -> None:
               ("fixed",))
     _register("rwg", "RWG", "retrain", BaselineSpec(True, False, "oracle", _families(
         ReweightConfig(), embedded=ReweightConfig(epochs=SHORT))),
-        _retrain("rwg", lambda c, ds, v: rwg(ds, c.config.erm, method_config(c, "rwg"), c.seed, v, c.selection,
+        _retrain("rwg", lambda c, ds, v: rwg(ds, c.reweight_recipe, method_config(c, "rwg"), c.seed, v, c.selection,
                                              c.progress)))
     _register("subg", "SUBG", "retrain", BaselineSpec(True, False, "oracle", _families(
         ReweightConfig(), embedded=ReweightConfig(epochs=SHORT))),
-        _retrain("subg", lambda c, ds, v: subg(ds, c.config.erm, method_config(c, "subg"), c.seed, v, c.selection,
+        _retrain("subg", lambda c, ds, v: subg(ds, c.reweight_recipe, method_config(c, "subg"), c.seed, v, c.selection,
                                                c.progress)))
 
 

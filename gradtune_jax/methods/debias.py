@@ -16,8 +16,9 @@ from typing import Any, Callable
 import numpy as np
 
 from gradtune_jax.data.dataset import GroupDataset, Split
-from gradtune_jax.methods.erm import ERMConfig, init_state, train_model
+from gradtune_jax.methods.erm import init_state, train_model
 from gradtune_jax.train.loop import fit, predict
+from gradtune_jax.train.recipe import Recipe
 from gradtune_jax.train.state import TrainState
 from gradtune_jax.trak import compute_scores
 
@@ -38,6 +39,8 @@ class TrakConfig:
     # head by default: on the embedded default the all-parameter matrix's top components follow
     # digit identity (pseudo-group ARI 0.26), the head's follow the background (ARI 0.74-0.80).
     discovery_wrt: str | tuple[str, ...] | None = ("params", "head")
+    # Kernel inverse: "auto" = pseudo-inverse when X^T X + lambda I is rank deficient (trak.kernels).
+    kernel_method: str = "auto"
 
 
 def cross_entropy(logits_NC: np.ndarray, y_N: np.ndarray) -> np.ndarray:
@@ -151,22 +154,21 @@ def checkpoint_epochs(epochs: int, n: int) -> list[int]:
     return sorted({max(1, round(epochs * (i + 1) / n)) for i in range(n)})
 
 
-def train_with_checkpoints(ds: GroupDataset, cfg: ERMConfig, seed: int, epochs: list[int], *,
-                           progress: bool = True, init_variables_fn: Callable | None = None
-                           ) -> list[TrainState]:
-    """Train the ERM recipe once, returning the states after each of `epochs` (last = final model).
+def train_with_checkpoints(ds: GroupDataset, recipe: Recipe, seed: int, epochs: list[int], *,
+                           progress: bool = True) -> list[TrainState]:
+    """Train `recipe` once, returning the states after each of `epochs` (last = final model).
 
     Uses `fit`'s resume: the run is cut at each epoch of the list and continued from its orbax
     checkpoint (in a temporary folder); epoch e's randomness is `default_rng([seed, e])` and the
-    schedule spans `cfg.fit.epochs`, so the final model equals an uninterrupted run's.
+    schedule spans `recipe.epochs`, so the final model equals an uninterrupted run's.
     """
     import tempfile
 
-    state = init_state(ds, cfg, seed, init_variables_fn)
+    state = init_state(ds, recipe, seed)
     states = []
     with tempfile.TemporaryDirectory(prefix="erm_ckpts_") as workdir:
         for e in epochs:
-            state, _ = fit(state, ds.train, dataclasses.replace(cfg.fit, epochs=e), seed=seed, workdir=workdir,
+            state, _ = fit(state, ds.train, recipe, stop_at=e, seed=seed, workdir=workdir,
                            desc=f"ERM seed {seed} (to epoch {e})", progress=progress)
             states.append(state)
     return states
@@ -190,11 +192,16 @@ def variables(state: TrainState) -> dict:
 
 
 def val_attribution(states: list[TrainState], train: Split, targets: Split, cfg: TrakConfig, seed: int, *,
-                    progress: bool = True) -> np.ndarray:
-    """TRAK `tau (n_train, n_targets)` of an ensemble of ERM states (margins, eval mode)."""
-    return compute_scores(model_apply(states[-1]), [variables(s) for s in states], (train.x, train.y),
-                          (targets.x, targets.y), proj_dim=cfg.proj_dim, lambda_reg=cfg.lambda_reg, seed=seed,
-                          batch_size=cfg.batch_size, wrt=cfg.wrt, proj_type=cfg.proj_type, progress=progress)
+                    progress: bool = True, info: dict | None = None) -> np.ndarray:
+    """TRAK `tau (n_train, n_targets)` of an ensemble of ERM states (margins, eval mode); `info`,
+    when given, receives compute_scores' kernel report (rank, condition number, method)."""
+    tau, report = compute_scores(model_apply(states[-1]), [variables(s) for s in states], (train.x, train.y),
+                                 (targets.x, targets.y), proj_dim=cfg.proj_dim, lambda_reg=cfg.lambda_reg, seed=seed,
+                                 batch_size=cfg.batch_size, wrt=cfg.wrt, proj_type=cfg.proj_type,
+                                 kernel_method=cfg.kernel_method, return_info=True, progress=progress)
+    if info is not None:
+        info.update(report)
+    return tau
 
 
 def _key_path(wrt: str | tuple[str, ...] | None) -> tuple[str, ...]:
@@ -202,13 +209,15 @@ def _key_path(wrt: str | tuple[str, ...] | None) -> tuple[str, ...]:
 
 
 def discovery_attribution(states: list[TrainState], train: Split, targets: Split, cfg: TrakConfig, seed: int,
-                          tau_NV: np.ndarray | None = None, *, progress: bool = True) -> np.ndarray:
+                          tau_NV: np.ndarray | None = None, *, progress: bool = True,
+                          info: dict | None = None) -> np.ndarray:
     """The matrix Auto-TRAK splits: TRAK w.r.t. `cfg.discovery_wrt`; `tau_NV` (the alignment
     matrix, w.r.t. `cfg.wrt`) is returned as is when both name the same parameters."""
     wrt = cfg.wrt if cfg.discovery_wrt is None else cfg.discovery_wrt
     if tau_NV is not None and _key_path(wrt) == _key_path(cfg.wrt):
         return tau_NV
-    return val_attribution(states, train, targets, dataclasses.replace(cfg, wrt=wrt), seed, progress=progress)
+    return val_attribution(states, train, targets, dataclasses.replace(cfg, wrt=wrt), seed, progress=progress,
+                           info=info)
 
 
 def val_losses(state: TrainState, split: Split, batch_size: int = 512) -> np.ndarray:
@@ -217,9 +226,9 @@ def val_losses(state: TrainState, split: Split, batch_size: int = 512) -> np.nda
     return cross_entropy(logits, split.y)
 
 
-def retrain_on(ds: GroupDataset, cfg: ERMConfig, seed: int, keep_N: np.ndarray, *, desc: str = "retrain",
-               progress: bool = True, init_variables_fn: Callable | None = None) -> TrainState:
-    """Retrain from scratch with the ERM recipe on the kept train examples (the learning-rate
+def retrain_on(ds: GroupDataset, recipe: Recipe, seed: int, keep_N: np.ndarray, *, desc: str = "retrain",
+               progress: bool = True) -> TrainState:
+    """Retrain from the recipe's initialisation on the kept train examples (the learning-rate
     schedule spans the epochs of the kept set)."""
-    return train_model(ds, cfg, seed, train=ds.train.subset(np.flatnonzero(keep_N)), desc=desc,
-                       progress=progress, init_variables_fn=init_variables_fn)
+    return train_model(ds, recipe, seed, train=ds.train.subset(np.flatnonzero(keep_N)), desc=desc,
+                       progress=progress)

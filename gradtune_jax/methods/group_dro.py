@@ -9,8 +9,8 @@ import dataclasses
 import numpy as np
 
 from gradtune_jax.data.dataset import GroupDataset, Split
-from gradtune_jax.methods.erm import ERMConfig
-from gradtune_jax.methods.retrain import predict_labels, recipe, train_selected
+from gradtune_jax.train.recipe import Recipe
+from gradtune_jax.methods.retrain import derive, predict_labels, train_selected
 from gradtune_jax.methods.selection import grid, select
 from gradtune_jax.train.state import TrainState, zeros_like_extra
 from gradtune_jax.train.steps import group_dro_loss
@@ -27,18 +27,19 @@ class GroupDROConfig:
     epochs: int | None = None
 
 
-def group_dro(ds: GroupDataset, erm: ERMConfig, cfg: GroupDROConfig, seed: int, val_select: Split, regime: str,
+def group_dro(ds: GroupDataset, recipe: Recipe, cfg: GroupDROConfig, seed: int, val_select: Split, regime: str,
               progress: bool = False) -> tuple[TrainState, dict]:
     """GroupDRO's model and info (chosen eta and epoch, final group weights q)."""
-    fit_cfg = recipe(erm, cfg.epochs, sampler=cfg.sampler)
+    derived = derive(recipe, cfg.epochs, sampler=cfg.sampler)
 
     def fit(hp: dict) -> tuple[TrainState, dict]:
-        return train_selected(ds, fit_cfg, seed, val_select=val_select, regime=regime,
+        return train_selected(ds, derived, seed, val_select=val_select, regime=regime,
                               loss_fn=group_dro_loss(hp["eta"]), extra=zeros_like_extra(ds.train.n_groups),
                               desc="GroupDRO", progress=progress)
 
     sel = select(grid(eta=cfg.eta_grid), {"eta": cfg.eta}, fit,
-                 lambda m: predict_labels(m[0], val_select.x, erm.eval_batch_size), val_select, regime)
+                 lambda m: predict_labels(m[0], val_select.x, recipe.eval_batch_size), val_select, regime)
     state, ep = sel.model
     return state, {"eta": sel.hparams["eta"], "epoch": ep["epoch"], "epoch_scores": ep["epoch_scores"],
+                   "recipe": ep["recipe"],
                    "q": np.asarray(state.extra["q"]).tolist(), "scores": sel.scores}

@@ -15,8 +15,8 @@ import numpy as np
 
 from gradtune_jax.data.dataset import GroupDataset, Split
 from gradtune_jax.methods.early import early_logits
-from gradtune_jax.methods.erm import ERMConfig
-from gradtune_jax.methods.retrain import predict_labels, recipe, train_selected
+from gradtune_jax.train.recipe import Recipe
+from gradtune_jax.methods.retrain import derive, predict_labels, train_selected
 from gradtune_jax.methods.selection import grid, select
 from gradtune_jax.train.state import TrainState
 
@@ -42,18 +42,21 @@ def upsample_weights(errors: np.ndarray, lambda_up: float) -> np.ndarray:
     return np.where(np.asarray(errors, bool), float(lambda_up), 1.0)
 
 
-def jtt(ds: GroupDataset, erm: ERMConfig, cfg: JTTConfig, seed: int, val_select: Split, regime: str,
-        progress: bool = False) -> tuple[TrainState, dict]:
-    """JTT's final model and info (error-set size, chosen `lambda_up` and epoch, scores)."""
-    errors = error_set(early_logits(ds, erm, cfg.id_epochs, seed, progress)["train"], ds.train.y)
-    fit_cfg = recipe(erm, cfg.epochs, sampler="weighted")
+def jtt(ds: GroupDataset, recipe: Recipe, cfg: JTTConfig, seed: int, val_select: Split, regime: str,
+        progress: bool = False, id_recipe: Recipe | None = None) -> tuple[TrainState, dict]:
+    """JTT's final model and info (error-set size, chosen `lambda_up` and epoch, scores). The
+    identification model is `id_recipe`'s early checkpoint (default `recipe`, the ERM run's), the
+    second model `recipe` with the weighted sampler."""
+    errors = error_set(early_logits(ds, id_recipe or recipe, cfg.id_epochs, seed, progress)["train"], ds.train.y)
+    derived = derive(recipe, cfg.epochs, sampler="weighted")
 
     def fit(hp: dict) -> tuple[TrainState, dict]:
-        return train_selected(ds, fit_cfg, seed, val_select=val_select, regime=regime,
+        return train_selected(ds, derived, seed, val_select=val_select, regime=regime,
                               weights=upsample_weights(errors, hp["lambda_up"]), desc="JTT", progress=progress)
 
     sel = select(grid(lambda_up=cfg.lambda_grid), {"lambda_up": cfg.lambda_up}, fit,
-                 lambda m: predict_labels(m[0], val_select.x, erm.eval_batch_size), val_select, regime)
+                 lambda m: predict_labels(m[0], val_select.x, recipe.eval_batch_size), val_select, regime)
     state, ep = sel.model
     return state, {"n_errors": int(errors.sum()), "lambda_up": sel.hparams["lambda_up"], "epoch": ep["epoch"],
-                   "epoch_scores": ep["epoch_scores"], "scores": sel.scores}
+                   "epoch_scores": ep["epoch_scores"], "scores": sel.scores, "recipe": ep["recipe"],
+                   "id_recipe": (id_recipe or recipe).describe()}

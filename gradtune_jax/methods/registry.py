@@ -13,22 +13,31 @@ import numpy as np
 
 from gradtune_jax.data.dataset import GroupDataset
 from gradtune_jax.methods.features import FeatureSet, head_logits
+from gradtune_jax.train.recipe import Recipe
 
 SELECTION_REGIMES = ("oracle", "worst-class", "fixed")
 
 
 @dataclasses.dataclass
 class RunContext:
-    """What a method run sees. `hparams` holds this method's settings (from the experiment config)."""
+    """What a method run sees. `recipe` is the run's training recipe: every model a method trains
+    starts from it (`retrain_recipe`, when set, is the one the paper gives the reweighting
+    baselines' retrained models - RWG, SUBG, GroupDRO, JTT's second model). `hparams` holds the
+    methods' own settings."""
 
     ds: GroupDataset
     fs: FeatureSet
     seed: int
     workdir: str
-    config: Any  # the experiment config (ERM recipe etc.)
+    recipe: Recipe
     hparams: dict = dataclasses.field(default_factory=dict)
     selection: str = "fixed"
     progress: bool = True
+    retrain_recipe: Recipe | None = None
+
+    @property
+    def reweight_recipe(self) -> Recipe:
+        return self.retrain_recipe or self.recipe
 
 
 @dataclasses.dataclass

@@ -13,8 +13,8 @@ import numpy as np
 
 from gradtune_jax.data.dataset import GroupDataset, Split
 from gradtune_jax.methods.dfr import group_balanced_subsample
-from gradtune_jax.methods.erm import ERMConfig
-from gradtune_jax.methods.retrain import recipe, train_selected
+from gradtune_jax.train.recipe import Recipe
+from gradtune_jax.methods.retrain import derive, train_selected
 from gradtune_jax.train.loop import steps_per_epoch
 from gradtune_jax.train.state import TrainState
 
@@ -27,10 +27,10 @@ class ReweightConfig:
     steps_matched: bool = True
 
 
-def rwg(ds: GroupDataset, erm: ERMConfig, cfg: ReweightConfig, seed: int, val_select: Split, regime: str,
+def rwg(ds: GroupDataset, recipe: Recipe, cfg: ReweightConfig, seed: int, val_select: Split, regime: str,
         progress: bool = False) -> tuple[TrainState, dict]:
     """RWG: the ERM recipe with a group-balanced sampler."""
-    return train_selected(ds, recipe(erm, cfg.epochs, sampler="group_balanced"), seed, val_select=val_select,
+    return train_selected(ds, derive(recipe, cfg.epochs, sampler="group_balanced"), seed, val_select=val_select,
                           regime=regime, desc="RWG", progress=progress)
 
 
@@ -39,14 +39,14 @@ def subg_indices(g: np.ndarray, seed: int) -> np.ndarray:
     return group_balanced_subsample(g, np.random.default_rng([seed, 7]))
 
 
-def subg(ds: GroupDataset, erm: ERMConfig, cfg: ReweightConfig, seed: int, val_select: Split, regime: str,
+def subg(ds: GroupDataset, recipe: Recipe, cfg: ReweightConfig, seed: int, val_select: Split, regime: str,
          progress: bool = False) -> tuple[TrainState, dict]:
     """SUBG: the ERM recipe (uniform sampler) on the group-balanced subset."""
     idx = subg_indices(ds.train.g, seed)
-    epochs = cfg.epochs or erm.fit.epochs
+    epochs = cfg.epochs or recipe.epochs
     if cfg.steps_matched:
-        total = epochs * steps_per_epoch(len(ds.train), erm.fit.batch_size)
-        epochs = max(1, round(total / steps_per_epoch(len(idx), erm.fit.batch_size)))
-    state, info = train_selected(ds, recipe(erm, epochs, sampler="uniform"), seed, val_select=val_select, regime=regime, train=ds.train.subset(idx),
+        total = epochs * steps_per_epoch(len(ds.train), recipe.batch_size)
+        epochs = max(1, round(total / steps_per_epoch(len(idx), recipe.batch_size)))
+    state, info = train_selected(ds, derive(recipe, epochs, sampler="uniform"), seed, val_select=val_select, regime=regime, train=ds.train.subset(idx),
                                  desc="SUBG", progress=progress)
     return state, {**info, "n_subset": len(idx), "epochs": epochs}

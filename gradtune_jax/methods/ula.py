@@ -30,14 +30,14 @@ import optax
 
 from gradtune_jax.data.dataset import GroupDataset, Split, take
 from gradtune_jax.methods.afr import fit_heads_full_batch
-from gradtune_jax.methods.erm import ERMConfig
-from gradtune_jax.methods.retrain import predict_labels, recipe, train_selected
+from gradtune_jax.methods.retrain import derive, predict_labels, train_selected
 from gradtune_jax.methods.selection import grid, select
-from gradtune_jax.models import HEAD, create_model, init_variables
+from gradtune_jax.models import HEAD, init_variables
 from gradtune_jax.train.steps import weighted_ce
 from gradtune_jax.train.last_layer import init_head
 from gradtune_jax.train.loop import predict
 from gradtune_jax.train.optim import OptimConfig, make_optimizer
+from gradtune_jax.train.recipe import Recipe, apply_fn, build_model, recipe_variables
 from gradtune_jax.train.state import TrainState, create_state
 
 
@@ -92,14 +92,19 @@ def _ssl_step(state: TrainState, x1, x2, temperature: float) -> tuple[TrainState
     return state.apply_gradients(grads=grads, batch_stats=bs), loss
 
 
-def simclr(ds: GroupDataset, model: str, cfg: ULAConfig, seed: int) -> tuple[TrainState, list[float]]:
-    """SimCLR pretraining of `model` on the train images (labels unused); returns state, epoch losses."""
+def simclr(ds: GroupDataset, recipe: Recipe, cfg: ULAConfig, seed: int) -> tuple[TrainState, list[float]]:
+    """SimCLR pretraining of the recipe's backbone on the train images (labels unused), from the
+    recipe's initialisation (its weights file when given; the head, the projector here, is fresh).
+    Each view is the recipe's train transform (when it has an image pipeline) followed by
+    `augment`. Returns the state (eval preprocessing as the recipe's) and the epoch losses."""
     x = ds.train.x
     n, bs = len(ds.train), min(cfg.ssl_batch_size, len(ds.train))
-    net = create_model(model, cfg.proj_dim)
-    variables = init_variables(net, take(x, np.arange(2)), seed)
     steps = cfg.ssl_epochs * (n // bs)
+    net = build_model(recipe, cfg.proj_dim)
+    variables = recipe_variables(recipe, net, take(x, np.arange(2)), seed)
     state = create_state(net, variables, make_optimizer(OptimConfig("adam", cfg.ssl_lr, 0.0), steps), seed=seed)
+    pipe = recipe.pipeline
+    state = state.replace(apply_fn=apply_fn(net, pipe))
     losses = []
     for epoch in range(cfg.ssl_epochs):
         rng = np.random.default_rng([seed, epoch, 11])
@@ -107,7 +112,8 @@ def simclr(ds: GroupDataset, model: str, cfg: ULAConfig, seed: int) -> tuple[Tra
         total = 0.0
         for s in range(0, n - bs + 1, bs):
             xb = np.asarray(take(x, perm[s:s + bs]))
-            state, loss = _ssl_step(state, augment(xb, rng), augment(xb, rng), cfg.temperature)
+            v1, v2 = (xb, xb) if pipe is None else (np.asarray(pipe.train(xb, rng)), np.asarray(pipe.train(xb, rng)))
+            state, loss = _ssl_step(state, augment(v1, rng), augment(v2, rng), cfg.temperature)
             total += float(loss)
         losses.append(total / (n // bs))
     return state, losses
@@ -133,7 +139,7 @@ def la_loss(logits_NC: jax.Array, batch: dict, extra: dict) -> tuple[jax.Array, 
 
 
 def with_backbone(ssl: TrainState, x_example) -> Callable:
-    """`init_variables_fn` for `init_state`: the SSL network's backbone and a fresh head."""
+    """`init_fn` for `init_state`: the SSL network's backbone and a fresh head."""
     def init(model, seed: int) -> dict:
         fresh = init_variables(model, x_example, seed)
         out = {"params": {**ssl.params, HEAD: fresh["params"][HEAD]}}
@@ -148,15 +154,15 @@ def _with_attribute(split: Split, b: np.ndarray, n: int) -> Split:
     return dataclasses.replace(split, a=np.asarray(b, np.int64), n_attrs=n, group_masks=None)
 
 
-def ula(ds: GroupDataset, erm: ERMConfig, cfg: ULAConfig, seed: int, selection: np.ndarray,
+def ula(ds: GroupDataset, recipe: Recipe, cfg: ULAConfig, seed: int, selection: np.ndarray,
         regime: str) -> tuple[np.ndarray, dict]:
     """uLA's test predictions and info; `tau` (and the finetune epoch) are scored on
     `ds.val[selection]` by `regime` (group-free: `cfg.criterion`)."""
     if cfg.train_mode not in ("finetune", "head"):
         raise ValueError(f"uLA train_mode must be 'finetune' or 'head', got {cfg.train_mode!r}")
-    state, losses = simclr(ds, erm.model, cfg, seed)
+    state, losses = simclr(ds, recipe, cfg, seed)
     splits = ("train", "val", "test") if cfg.train_mode == "head" else ("train", "val")  # finetune: no test feats
-    feats = {s: predict(state, ds.split(s).x, erm.eval_batch_size)[1] for s in splits}
+    feats = {s: predict(state, ds.split(s).x, recipe.eval_batch_size)[1] for s in splits}
     mu, sd = feats["train"].mean(0), feats["train"].std(0) + 1e-6
     feats = {s: jnp.asarray((f - mu) / sd, jnp.float32) for s, f in feats.items()}
     y = np.asarray(ds.train.y)
@@ -173,7 +179,7 @@ def ula(ds: GroupDataset, erm: ERMConfig, cfg: ULAConfig, seed: int, selection: 
     if regime == "worst-class" and cfg.criterion == "bias-unsupervised":
         # uLA's criterion: worst accuracy over the pseudo-groups (y, b) = WGA with a := b
         val, regime, crit = _with_attribute(val, b["val"][np.asarray(selection)], c), "oracle", cfg.criterion
-    info = {"ssl_loss": losses, "proxy_prior": prior.tolist(), "proxy_train_acc": float(np.mean(b["train"] == y)),
+    info = {"ssl_loss": losses, "ssl_init": recipe.describe()["init"], "proxy_prior": prior.tolist(), "proxy_train_acc": float(np.mean(b["train"] == y)),
             "train_mode": cfg.train_mode, "criterion": crit}
     if cfg.train_mode == "head":
         off = jnp.stack([jnp.asarray(logit_adjustment(prior, b["train"], t), jnp.float32) for t in taus])
@@ -189,17 +195,17 @@ def ula(ds: GroupDataset, erm: ERMConfig, cfg: ULAConfig, seed: int, selection: 
                      val, regime)
         return pred(sel.model, feats["test"]), {**info, "tau": sel.hparams["tau"], "scores": sel.scores}
     train_b = _with_attribute(ds.train, b["train"], c)
-    fit_cfg = recipe(erm, cfg.epochs, sampler="uniform")
+    derived = derive(recipe, cfg.epochs, sampler="uniform")
     init = with_backbone(state, take(ds.train.x, np.arange(min(2, len(y)))))
 
     def fit(hp: dict) -> tuple[TrainState, dict]:
         extra = {"offset_BC": jnp.asarray(hp["tau"] * np.log(prior).T, jnp.float32)}
-        return train_selected(ds, fit_cfg, seed, val_select=val, regime=regime, train=train_b, loss_fn=la_loss,
-                              extra=extra, init_variables_fn=init, desc="uLA")
+        return train_selected(ds, derived, seed, val_select=val, regime=regime, train=train_b, loss_fn=la_loss,
+                              extra=extra, init_fn=init, desc="uLA")
 
-    sel = select(grid(tau=taus), {"tau": cfg.tau}, fit, lambda m: predict_labels(m[0], val.x, erm.eval_batch_size),
+    sel = select(grid(tau=taus), {"tau": cfg.tau}, fit, lambda m: predict_labels(m[0], val.x, recipe.eval_batch_size),
                  val, regime)
     model, ep = sel.model
-    return predict_labels(model, ds.test.x, erm.eval_batch_size), {
+    return predict_labels(model, ds.test.x, recipe.eval_batch_size), {
         **info, "tau": sel.hparams["tau"], "epoch": ep["epoch"], "epoch_scores": ep["epoch_scores"],
-        "scores": sel.scores}
+        "scores": sel.scores, "recipe": ep["recipe"]}

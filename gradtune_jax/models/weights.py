@@ -47,3 +47,41 @@ def linear_head(state: Mapping[str, np.ndarray], src: str, prefix: str, feat_dim
         return {"kernel": jnp.asarray(w_CD.T), "bias": jnp.asarray(b_C)}
     head = nn.Dense(num_classes).init(jax.random.key(seed), jnp.zeros((1, feat_dim), jnp.float32))
     return dict(head["params"])
+
+
+def save_backbone(path: str, variables: Mapping) -> None:
+    """Write a model's variables without its head as a Flax msgpack file: the weights format
+    for any registered backbone (`Recipe(weights=path)`), e.g. a backbone pretrained here."""
+    from flax import serialization
+
+    from gradtune_jax.io import atomic_open
+    from gradtune_jax.models.classifier import HEAD
+
+    tree = {c: {k: v for k, v in dict(t).items() if k != HEAD} for c, t in variables.items()}
+    with atomic_open(path, "wb") as f:
+        f.write(serialization.msgpack_serialize(jax.tree.map(np.asarray, tree)))
+
+
+def load_backbone(path: str, fresh: Mapping) -> dict:
+    """`fresh` variables (a seeded init of the target model) with every non-head entry replaced by
+    the msgpack file's; raises `UserError` naming the file on a missing entry or a shape mismatch."""
+    from flax import serialization
+
+    from gradtune_jax.models.classifier import HEAD
+
+    try:
+        with open(path, "rb") as f:
+            saved = serialization.msgpack_restore(f.read())
+    except Exception as e:  # a corrupt or foreign file: one line
+        raise UserError(f"{path}: cannot read backbone weights ({type(e).__name__})") from e
+    want = {c: {k: v for k, v in dict(t).items() if k != HEAD} for c, t in fresh.items()}
+    flat_want, flat_got = flatten(want), flatten(saved)
+    for key, v in flat_want.items():
+        if key not in flat_got:
+            raise UserError(f"{path}: missing backbone entry {'/'.join(key)}")
+        if tuple(np.shape(flat_got[key])) != tuple(np.shape(v)):
+            raise UserError(f"{path}: entry {'/'.join(key)} has shape {tuple(np.shape(flat_got[key]))}, the model "
+                            f"needs {tuple(np.shape(v))}")
+    out = unflatten({k: np.asarray(flat_got[k], np.asarray(v).dtype) for k, v in flat_want.items()})
+    out.setdefault("params", {})[HEAD] = fresh["params"][HEAD]
+    return out

@@ -131,12 +131,22 @@ def build_model(recipe: Recipe, n_classes: int):
 
 
 def recipe_variables(recipe: Recipe, model, x_example: Any, seed: int) -> dict:
-    """Initial variables of `model` as the recipe says: random (seeded) or the pretrained
+    """Initial variables of `model` as the recipe says: random (seeded), or the pretrained
     backbone in `recipe.weights` with a fresh seeded head."""
     if recipe.weights is None:
         return init_variables(model, x_example, seed)
-    weights_digest(recipe.weights)  # clear error when missing
+    return _load_weights(recipe, model, x_example, seed)
+
+
+def _load_weights(recipe: Recipe, model, x_example: Any, seed: int) -> dict:
+    """`recipe.weights` for `model`: a Flax msgpack backbone (`models.weights.save_backbone`, any
+    backbone), torchvision ResNet weights (resnet*) or a Hugging Face BERT folder (bert*)."""
+    weights_digest(recipe.weights)  # a clear error when missing
     n_out = model.num_classes
+    if recipe.weights.endswith(".msgpack"):
+        from gradtune_jax.models.weights import load_backbone
+
+        return load_backbone(recipe.weights, init_variables(model, x_example, seed))
     if recipe.model.startswith("resnet"):
         from gradtune_jax.models.resnet import load_torchvision_weights
 
@@ -146,7 +156,8 @@ def recipe_variables(recipe: Recipe, model, x_example: Any, seed: int) -> dict:
         from gradtune_jax.models.bert import load_hf_bert
 
         return load_hf_bert(recipe.weights, num_labels=n_out, seed=seed)[1]
-    raise UserError(f"--weights is supported for resnet* and bert* models, not {recipe.model!r}")
+    raise UserError(f"--weights {recipe.weights}: for {recipe.model!r} give a .msgpack backbone "
+                    "(models.weights.save_backbone); torchvision/HF weights are for resnet*/bert* models")
 
 
 @functools.lru_cache(maxsize=64)
