@@ -61,17 +61,80 @@ def featurize(apply_fn: ApplyFn, params: Any, x: Any, y_N: jax.Array, key: jax.A
     return phi_NK, out_to_loss(apply_fn(params, x), y_N)
 
 
-def kernel_inverse(xtx_KK: np.ndarray, lambda_reg: float = 0.0, normalize: bool = True,
-                   dtype: Any = np.float64) -> np.ndarray:
-    """`inv(X^T X + lambda I)`, divided by its mean absolute entry when `normalize` (traker does).
+KERNEL_METHODS = ("auto", "inverse", "pinv")
 
-    Computed in `dtype` (float64 default; traker uses float32) and returned as float32.
+
+def default_rtol(k: int, n_rows: int | None = None) -> float:
+    """Relative eigenvalue cut `(max(n, k) * eps(float32))**2`: NumPy's/MATLAB's `matrix_rank`
+    rule `sigma < sigma_max * max(n, k) * eps` for the float32 features `X (n, k)`, squared
+    because the eigenvalues of `X^T X` are the squared singular values of `X`."""
+    return (max(k, n_rows or 0) * float(np.finfo(np.float32).eps)) ** 2
+
+
+def kernel_tolerance(eig_max: float, k: int, n_rows: int | None = None, rtol: float | None = None) -> float:
+    """Absolute eigenvalue cut: `rtol * eig_max` (`rtol` default: `default_rtol(k, n_rows)`)."""
+    return (default_rtol(k, n_rows) if rtol is None else rtol) * max(eig_max, 0.0)
+
+
+def kernel_inverse_info(xtx_KK: np.ndarray, lambda_reg: float = 0.0, normalize: bool = True,
+                        dtype: Any = np.float64, method: str = "auto", rtol: float | None = None,
+                        n_rows: int | None = None) -> tuple[np.ndarray, dict]:
+    """Rank-safe `(X^T X + lambda I)^{-1}` and a report of what was done.
+
+    The symmetric matrix `A = X^T X + lambda I` is eigendecomposed in `dtype` (float64 default).
+    Its numerical rank counts eigenvalues above `kernel_tolerance` (`rtol * lambda_max`, default
+    `default_rtol(k, n_rows)` = `(max(n_rows, k) * eps(float32))**2`, `n_rows` = rows of X).
+    `method="auto"` (default): the ordinary inverse when `A` has full numerical rank, else the pseudo-inverse on the eigenspace above the tolerance (directions
+    below it are float32 rounding of a rank-deficient `X` - inverting them amplifies noise by
+    up to 1e14, which is what a plain `inv` of a singular `A` returns). `"pinv"` always
+    truncates; `"inverse"` is the old behaviour and raises `numpy.linalg.LinAlgError` on a
+    rank-deficient `A` instead of inverting it. Divided by its mean absolute entry when
+    `normalize` (traker does); returned as float32 with `{"k", "rank", "condition_number",
+    "eig_max", "eig_min", "tolerance", "method"}` (`condition_number = eig_max / eig_min`,
+    inf when `eig_min <= 0`; `method` = what was applied: "inverse" or "pinv").
     """
-    a = np.asarray(xtx_KK, dtype) + lambda_reg * np.eye(xtx_KK.shape[0], dtype=dtype)
-    inv = np.linalg.inv(a)
-    if normalize:
+    if method not in KERNEL_METHODS:
+        raise ValueError(f"kernel method must be one of {KERNEL_METHODS}, got {method!r}")
+    k = xtx_KK.shape[0]
+    a = np.asarray(xtx_KK, dtype)
+    a = 0.5 * (a + a.T) + lambda_reg * np.eye(k, dtype=dtype)
+    w_K, v_KK = np.linalg.eigh(a)
+    eig_max, eig_min = float(w_K[-1]), float(w_K[0])
+    tol = kernel_tolerance(eig_max, k, n_rows, rtol)
+    keep = w_K > tol
+    rank = int(keep.sum())
+    info = {"k": int(k), "rank": rank, "eig_max": eig_max, "eig_min": eig_min, "tolerance": float(tol),
+            "condition_number": float(eig_max / eig_min) if eig_min > 0 else float("inf")}
+    if rank == k and method != "pinv":
+        info["method"] = "inverse"
+    elif method == "inverse":
+        raise np.linalg.LinAlgError(f"X^T X + lambda I is rank deficient (rank {rank} of {k}, condition number "
+                                    f"{info['condition_number']:.3g}); use method='auto' or a larger lambda_reg")
+    else:
+        info["method"] = "pinv"
+    if rank == 0:
+        inv = np.zeros_like(a)
+    else:
+        v_KR = v_KK[:, keep]
+        inv = (v_KR / w_K[keep]) @ v_KR.T
+    if normalize and rank:
         inv = inv / np.mean(np.abs(inv))
-    return inv.astype(np.float32)
+    return inv.astype(np.float32), info
+
+
+def kernel_inverse(xtx_KK: np.ndarray, lambda_reg: float = 0.0, normalize: bool = True,
+                   dtype: Any = np.float64, method: str = "auto", rtol: float | None = None,
+                   n_rows: int | None = None) -> np.ndarray:
+    """`kernel_inverse_info` without the report: the rank-safe `inv(X^T X + lambda I)`
+    (pseudo-inverse when rank deficient), normalised by its mean absolute entry."""
+    return kernel_inverse_info(xtx_KK, lambda_reg, normalize, dtype, method, rtol, n_rows)[0]
+
+
+def gram64(x_NK: np.ndarray) -> np.ndarray:
+    """`X^T X` of one chunk of train features in float64 on the host (rounding in the Gram would
+    otherwise sit at ~1e-7 of its largest eigenvalue and hide a rank deficiency)."""
+    x = np.asarray(x_NK, np.float64)
+    return x.T @ x
 
 
 @jax.jit

@@ -8,6 +8,7 @@ accumulated block of train rows by block: `S += (X_m K_m) Phi_m^T`. Finally
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Sequence
 
@@ -18,7 +19,7 @@ from jax.sharding import Mesh
 from gradtune_jax.progress import progress as progress_bar
 
 from gradtune_jax.kernels.per_example import KeyPath, data_mesh, num_params, replicate, shard_batch
-from gradtune_jax.trak.kernels import ApplyFn, featurize, gram, kernel_inverse, score_block
+from gradtune_jax.trak.kernels import ApplyFn, featurize, gram64, kernel_inverse_info, score_block
 from gradtune_jax.trak.projection import materialize_projection
 
 # `cache_projection=None` materialises P once per checkpoint when it is at most this large.
@@ -34,7 +35,9 @@ def _take(x: Any, idx: np.ndarray) -> Any:
 
 
 def _hashable_path(wrt: KeyPath) -> KeyPath:
-    return None if wrt is None or isinstance(wrt, str) else tuple(wrt)
+    # (a string key used to come back as None here: `wrt="params"` silently differentiated every
+    # variable, BatchNorm running statistics included)
+    return wrt if wrt is None or isinstance(wrt, str) else tuple(wrt)
 
 
 def featurize_dataset(apply_fn: ApplyFn, params: Any, data: tuple[Any, np.ndarray], key: jax.Array, *,
@@ -53,6 +56,15 @@ def featurize_dataset(apply_fn: ApplyFn, params: Any, data: tuple[Any, np.ndarra
     """
     x, y = data
     n = _num(x)
+    if mesh is None and jax.process_count() > 1:  # multi-process: each featurises its block of rows
+        from gradtune_jax.distributed import gather_slices, local_mesh, split_range, to_host
+
+        a, b = split_range(n)
+        kw = dict(wrt=wrt, proj_dim=proj_dim, proj_type=proj_type, block_size=block_size, batch_size=batch_size,
+                  mesh=local_mesh(), cache_projection=cache_projection, progress=progress, desc=desc)
+        phi, q = featurize_dataset(apply_fn, to_host(params), (_take(x, np.arange(a, b)), np.asarray(y)[a:b]),
+                                   key, **kw)
+        return gather_slices(phi, n), gather_slices(q, n)
     if mesh is None and jax.device_count() > 1:
         mesh = data_mesh()
     n_dev = 1 if mesh is None else mesh.size
@@ -81,6 +93,16 @@ def featurize_dataset(apply_fn: ApplyFn, params: Any, data: tuple[Any, np.ndarra
     return np.concatenate(phis), np.concatenate(qs)
 
 
+LOG = logging.getLogger("gradtune_jax.trak")
+
+
+def log_kernel(m: int, info: dict) -> None:
+    """Log checkpoint m's kernel report; a warning when it was rank deficient (pseudo-inverse)."""
+    msg = (f"TRAK kernel [{m}]: k={info['k']} rank={info['rank']} condition={info['condition_number']:.3g} "
+           f"method={info['method']}")
+    (LOG.warning if info["method"] == "pinv" else LOG.info)(msg)
+
+
 def _open_out(out: str | None, shape: tuple[int, int]) -> tuple[np.ndarray, str | None]:
     if out is None:
         return np.zeros(shape, np.float32), None
@@ -97,7 +119,8 @@ def compute_scores(apply_fn: ApplyFn, checkpoints: Sequence[Any], train: tuple[A
                    seed: int = 0, batch_size: int = 256, *, wrt: KeyPath = None, proj_type: str = "normal",
                    normalize: bool = True, block_size: int | None = None, score_rows: int = 8192,
                    out: str | None = None, mesh: Mesh | None = None, cache_projection: bool | None = None,
-                   progress: bool = True) -> np.ndarray:
+                   kernel_method: str = "auto", kernel_rtol: float | None = None, return_info: bool = False,
+                   progress: bool = True) -> np.ndarray | tuple[np.ndarray, dict]:
     """TRAK attribution scores `tau (n_train, n_targets)`; positive = train example i raises the
     target's margin.
 
@@ -119,13 +142,22 @@ def compute_scores(apply_fn: ApplyFn, checkpoints: Sequence[Any], train: tuple[A
       out: optional `.npy` path; the scores are then a memory map written block by block.
       mesh: device mesh for sharded featurisation (default: all devices when several).
       cache_projection: materialise each checkpoint's projection once (see `featurize_dataset`).
+      kernel_method: "auto" (default: inverse when `X^T X + lambda I` has full numerical rank,
+        else the pseudo-inverse on its eigenspace above the tolerance), "pinv" or "inverse"
+        (raises on a rank-deficient matrix); see `trak.kernels.kernel_inverse_info`.
+      kernel_rtol: relative eigenvalue tolerance (default `(max(n_train, k) * eps32)**2`).
+      return_info: also return `{"kernel": [per-checkpoint {"k", "rank", "condition_number",
+        "method", ...}]}`; the report is logged (logger `gradtune_jax.trak`) either way.
       progress: show progress (tqdm bars on a terminal, log lines otherwise).
     """
     if not checkpoints:
         raise ValueError("compute_scores needs at least one checkpoint")
     n_train, n_targets = _num(train[0]), _num(targets[0])
+    if out is not None and jax.process_index() != 0:  # multi-process: every process computes, one writes
+        out = None
     scores_NT, tmp = _open_out(out, (n_train, n_targets))
     q_sum_N = np.zeros(n_train, np.float64)
+    infos: list[dict] = []
     base_key = jax.random.key(seed)
     kw = dict(wrt=wrt, proj_dim=proj_dim, proj_type=proj_type, block_size=block_size,
               batch_size=batch_size, mesh=mesh, cache_projection=cache_projection, progress=progress)
@@ -133,9 +165,12 @@ def compute_scores(apply_fn: ApplyFn, checkpoints: Sequence[Any], train: tuple[A
         key = jax.random.fold_in(base_key, m)
         x_NK, q_N = featurize_dataset(apply_fn, params, train, key, desc=f"train features [{m}]", **kw)
         phi_TK, _ = featurize_dataset(apply_fn, params, targets, key, desc=f"target features [{m}]", **kw)
-        xtx_KK = sum(np.asarray(gram(x_NK[s:s + score_rows]), np.float64)
-                     for s in range(0, n_train, score_rows))
-        kinv_KK = jnp.asarray(kernel_inverse(xtx_KK, lambda_reg, normalize))
+        xtx_KK = sum(gram64(x_NK[s:s + score_rows]) for s in range(0, n_train, score_rows))
+        kinv, kinfo = kernel_inverse_info(xtx_KK, lambda_reg, normalize, method=kernel_method, rtol=kernel_rtol,
+                                          n_rows=n_train)
+        log_kernel(m, kinfo)
+        infos.append(kinfo)
+        kinv_KK = jnp.asarray(kinv)
         phi_TK = jnp.asarray(phi_TK)
         for s in range(0, n_train, score_rows):
             scores_NT[s:s + score_rows] += np.asarray(score_block(x_NK[s:s + score_rows], kinv_KK, phi_TK))
@@ -148,5 +183,5 @@ def compute_scores(apply_fn: ApplyFn, checkpoints: Sequence[Any], train: tuple[A
         scores_NT.flush()
         del scores_NT
         os.replace(tmp, out)
-        return np.load(out, mmap_mode="r")
-    return scores_NT
+        scores_NT = np.load(out, mmap_mode="r")
+    return (scores_NT, {"kernel": infos}) if return_info else scores_NT
