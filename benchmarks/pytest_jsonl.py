@@ -18,11 +18,11 @@ ENV = "GPU_CHECK_PYTEST_JSONL"
 
 
 def _message(report: Any) -> str:
-    """The most telling line of a failure: the last `E ...` line, else the last non-empty one."""
+    """The most telling line of a failure: the first `E ...` line (exception and message), else the last line."""
     lines = [ln.strip() for ln in str(getattr(report, "longreprtext", "") or report.longrepr).splitlines()
              if ln.strip()]
     errors = [ln for ln in lines if ln.startswith("E ")]
-    return (errors[-1] if errors else lines[-1] if lines else "")[:400]
+    return (errors[0] if errors else lines[-1] if lines else "")[:400]
 
 
 def _write(record: dict) -> None:
