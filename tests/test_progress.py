@@ -57,6 +57,13 @@ def test_stage_lines_are_throttled_and_end_with_a_summary():
     assert len(lines) == 4 and lines[-1] == "TRAK checkpoints: done 10/10 it in 1m40s  0.1 it/s"
 
 
+def test_instant_stages_write_nothing():
+    clock, buf = FakeClock(), io.StringIO()
+    for _ in LogProgress(range(3), desc="features val", file=buf, clock=clock):
+        clock.t += 0.1
+    assert buf.getvalue() == ""
+
+
 def test_progress_picks_bar_log_or_silence():
     buf = io.StringIO()  # not a TTY
     assert isinstance(progress(total=3, desc="x", file=buf), LogProgress)
