@@ -63,3 +63,16 @@ def test_ensure_writable_dir_refuses(tmp_path, case):
     msg = str(e.value)
     assert msg.startswith(f"--out {path}:") and "\n" not in msg and "folder" in msg
     assert f.read_text() == "keep"
+
+
+def test_ensure_writable_dir_refuses_a_read_only_folder(tmp_path, monkeypatch):
+    """A folder that exists but cannot be written (simulated: tests may run as root, who can
+    write anywhere) is refused by the probe file."""
+    import gradtune_jax.io as gio
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(gio.tempfile, "mkstemp", denied)
+    with pytest.raises(UserError, match=r"^--erm-cache .*: cannot write in the folder \(Permission denied\)"):
+        ensure_writable_dir(str(tmp_path), "--erm-cache")
