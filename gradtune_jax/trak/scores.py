@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
-from gradtune_jax.progress import progress as progress_bar
 
+from gradtune_jax.progress import progress as progress_bar
 from gradtune_jax.kernels.per_example import KeyPath, data_mesh, num_params, replicate, shard_batch
 from gradtune_jax.trak.kernels import ApplyFn, featurize, gram64, kernel_inverse_info, score_block
 from gradtune_jax.trak.projection import materialize_projection
@@ -40,6 +40,60 @@ def _hashable_path(wrt: KeyPath) -> KeyPath:
     return wrt if wrt is None or isinstance(wrt, str) else tuple(wrt)
 
 
+def chunk_rows(n: int, batch_size: int, mesh: Mesh | None) -> int:
+    """Rows per featurisation chunk: `batch_size` (at most n) rounded up to the device count."""
+    n_dev = 1 if mesh is None else mesh.size
+    return -(-min(batch_size, max(n, 1)) // n_dev) * n_dev
+
+
+def default_mesh(mesh: Mesh | None) -> Mesh | None:
+    """`mesh`, or a data mesh over all devices when there are several."""
+    return data_mesh() if mesh is None and jax.device_count() > 1 else mesh
+
+
+def make_featurizer(apply_fn: ApplyFn, params: Any, key: jax.Array, *, wrt: KeyPath = None,
+                    proj_dim: int | None = 2048, proj_type: str = "normal", block_size: int | None = None,
+                    mesh: Mesh | None = None, cache_projection: bool | None = None
+                    ) -> Callable[[Any, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """`fn(x_chunk, y_chunk) -> (phi (B, k), q (B,))` for fixed-size chunks of one checkpoint.
+
+    Parameters (and the materialised projection, see `featurize_dataset`) are placed once; with
+    a `mesh` each chunk is sharded over its `'data'` axis.
+    """
+    if proj_type == "factorized":
+        from gradtune_jax.trak.factorized import make_factorized_featurizer
+        return make_factorized_featurizer(apply_fn, params, key, wrt=wrt, proj_dim=proj_dim, mesh=mesh)
+    wrt = _hashable_path(wrt)
+    if mesh is not None:
+        params = replicate(params, mesh)
+    proj_matrix = None
+    if proj_dim is not None:
+        n_p = num_params(params, wrt)
+        if cache_projection or (cache_projection is None and n_p * proj_dim * 4 <= PROJ_CACHE_BYTES):
+            proj_matrix = materialize_projection(n_p, key, proj_dim, proj_type, block_size, True)
+            if mesh is not None:
+                proj_matrix = replicate(proj_matrix, mesh)
+
+    def fn(x: Any, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        batch = (x, np.asarray(y).astype(np.int32))
+        if mesh is not None:
+            batch = shard_batch(batch, mesh)
+        phi_NK, q_N = featurize(apply_fn, params, batch[0], batch[1], key, wrt=wrt, proj_dim=proj_dim,
+                                proj_type=proj_type, block_size=block_size, proj_matrix=proj_matrix)
+        return np.asarray(phi_NK), np.asarray(q_N)
+
+    return fn
+
+
+def padded_chunk(data: tuple[Any, np.ndarray], start: int, rows: int) -> tuple[Any, np.ndarray, int]:
+    """Rows `[start, start + rows)` of `data = (x, y)`, padded to `rows` by repeating the first
+    one; returns `(x, y, n_real)`."""
+    x, y = data
+    idx = np.arange(start, min(start + rows, _num(x)))
+    pad = np.concatenate([idx, np.full(rows - len(idx), idx[0])])
+    return _take(x, pad), np.asarray(y)[pad], len(idx)
+
+
 def featurize_dataset(apply_fn: ApplyFn, params: Any, data: tuple[Any, np.ndarray], key: jax.Array, *,
                       wrt: KeyPath = None, proj_dim: int | None = 2048, proj_type: str = "normal",
                       block_size: int | None = None, batch_size: int = 256, mesh: Mesh | None = None,
@@ -50,46 +104,23 @@ def featurize_dataset(apply_fn: ApplyFn, params: Any, data: tuple[Any, np.ndarra
     With a `mesh` (default: all devices when there are several) each chunk is sharded over the
     mesh's `'data'` axis and the parameters replicated; the chunk size is rounded up to a multiple
     of the device count and the last chunk padded (padding rows are dropped).
+    `proj_type`: "normal" / "rademacher" (dense JL projection of the flat per-example gradient)
+    or "factorized" (per-layer Kronecker-factored projection, `trak.factorized`).
     `cache_projection`: generate `P` once and reuse it for every chunk (same numbers, memory
     `n_params x k`); None = only when `P` takes at most `PROJ_CACHE_BYTES`; False = always
     regenerate block by block inside the kernel (memory O(block x k)).
     """
-    x, y = data
-    n = _num(x)
-    if mesh is None and jax.process_count() > 1:  # multi-process: each featurises its block of rows
-        from gradtune_jax.distributed import gather_slices, local_mesh, split_range, to_host
-
-        a, b = split_range(n)
-        kw = dict(wrt=wrt, proj_dim=proj_dim, proj_type=proj_type, block_size=block_size, batch_size=batch_size,
-                  mesh=local_mesh(), cache_projection=cache_projection, progress=progress, desc=desc)
-        phi, q = featurize_dataset(apply_fn, to_host(params), (_take(x, np.arange(a, b)), np.asarray(y)[a:b]),
-                                   key, **kw)
-        return gather_slices(phi, n), gather_slices(q, n)
-    if mesh is None and jax.device_count() > 1:
-        mesh = data_mesh()
-    n_dev = 1 if mesh is None else mesh.size
-    bs = -(-min(batch_size, max(n, 1)) // n_dev) * n_dev
-    if mesh is not None:
-        params = replicate(params, mesh)
-    wrt = _hashable_path(wrt)
-    proj_matrix = None
-    if proj_dim is not None:
-        n_p = num_params(params, wrt)
-        if cache_projection or (cache_projection is None and n_p * proj_dim * 4 <= PROJ_CACHE_BYTES):
-            proj_matrix = materialize_projection(n_p, key, proj_dim, proj_type, block_size, True)
-            if mesh is not None:
-                proj_matrix = replicate(proj_matrix, mesh)
+    n = _num(data[0])
+    mesh = default_mesh(mesh)
+    bs = chunk_rows(n, batch_size, mesh)
+    fn = make_featurizer(apply_fn, params, key, wrt=wrt, proj_dim=proj_dim, proj_type=proj_type,
+                         block_size=block_size, mesh=mesh, cache_projection=cache_projection)
     phis, qs = [], []
     for s in progress_bar(range(0, n, bs), desc=desc, enabled=progress, unit="chunk"):
-        idx = np.arange(s, min(s + bs, n))
-        pad = np.concatenate([idx, np.full(bs - len(idx), idx[0])])
-        batch = (_take(x, pad), np.asarray(y)[pad].astype(np.int32))
-        if mesh is not None:
-            batch = shard_batch(batch, mesh)
-        phi_NK, q_N = featurize(apply_fn, params, batch[0], batch[1], key, wrt=wrt, proj_dim=proj_dim,
-                                proj_type=proj_type, block_size=block_size, proj_matrix=proj_matrix)
-        phis.append(np.asarray(phi_NK)[: len(idx)])
-        qs.append(np.asarray(q_N)[: len(idx)])
+        x, y, n_real = padded_chunk(data, s, bs)
+        phi_NK, q_N = fn(x, y)
+        phis.append(phi_NK[:n_real])
+        qs.append(q_N[:n_real])
     return np.concatenate(phis), np.concatenate(qs)
 
 
@@ -120,6 +151,7 @@ def compute_scores(apply_fn: ApplyFn, checkpoints: Sequence[Any], train: tuple[A
                    normalize: bool = True, block_size: int | None = None, score_rows: int = 8192,
                    out: str | None = None, mesh: Mesh | None = None, cache_projection: bool | None = None,
                    kernel_method: str = "auto", kernel_rtol: float | None = None, return_info: bool = False,
+                   store: str | None = None, data_fingerprint: str | None = None,
                    progress: bool = True) -> np.ndarray | tuple[np.ndarray, dict]:
     """TRAK attribution scores `tau (n_train, n_targets)`; positive = train example i raises the
     target's margin.
@@ -148,10 +180,25 @@ def compute_scores(apply_fn: ApplyFn, checkpoints: Sequence[Any], train: tuple[A
       kernel_rtol: relative eigenvalue tolerance (default `(max(n_train, k) * eps32)**2`).
       return_info: also return `{"kernel": [per-checkpoint {"k", "rank", "condition_number",
         "method", ...}]}`; the report is logged (logger `gradtune_jax.trak`) either way.
+      store: a folder: featurise into a resumable on-disk feature store there (`trak.store`: one
+        subfolder per configuration, chunk files + manifests; a killed run resumes at the next
+        chunk) and score out of core from it.
+      data_fingerprint: with `store`, a string naming the train/target data (default: a hash of
+        their contents).
       progress: show progress (tqdm bars on a terminal, log lines otherwise).
     """
     if not checkpoints:
         raise ValueError("compute_scores needs at least one checkpoint")
+    if store is not None:
+        from gradtune_jax.trak.store import FeatureStore
+        fs = FeatureStore.open(store, checkpoints, train, targets, proj_dim=proj_dim, seed=seed,
+                               batch_size=batch_size, wrt=wrt, proj_type=proj_type, block_size=block_size,
+                               mesh=mesh, data_fingerprint=data_fingerprint)
+        fs.featurize(apply_fn, checkpoints, train, targets, mesh=mesh, cache_projection=cache_projection,
+                     progress=progress)
+        scores_NT, info = fs.finalize(lambda_reg, normalize=normalize, out=out, kernel_method=kernel_method,
+                                      kernel_rtol=kernel_rtol, progress=progress)
+        return (scores_NT, info) if return_info else scores_NT
     n_train, n_targets = _num(train[0]), _num(targets[0])
     if out is not None and jax.process_index() != 0:  # multi-process: every process computes, one writes
         out = None
