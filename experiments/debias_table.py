@@ -26,6 +26,7 @@ from gradtune_jax.progress import progress as progress_bar
 from experiments import cli, common
 from experiments.configs import ExperimentConfig
 from gradtune_jax.errors import UserError
+from gradtune_jax.io import atomic_save_npz
 from gradtune_jax.methods import debias
 from gradtune_jax.methods.baselines import group_label_use
 from gradtune_jax.methods.erm import erm_key, extract_features
@@ -137,33 +138,59 @@ def run_seed(ds, cfg: ExperimentConfig, tcfg: debias.TrakConfig, seed: int, meth
         print(f"seed {seed}: reusing {path}")
         return saved
     epochs = debias.checkpoint_epochs(cfg.recipe.epochs, tcfg.n_checkpoints)
-    states = debias.train_with_checkpoints(ds, cfg.recipe, seed, epochs, progress=progress)
-    final = states[-1]
+    partial = path.replace(".json", ".partial.json")
     res: dict = {"key": key, "methods": methods, "curve": curve, "checkpoint_epochs": epochs, "rows": {},
                  "recipe": cfg.recipe.describe()}
-    res["rows"]["erm"] = {"metrics": _metrics(final, ds), "n_train": len(ds.train)}
-    _log_row(path, res, seed, "erm")
+    if os.path.exists(partial):  # a killed run: keep every finished row
+        with open(partial) as f:
+            res = json.load(f)
+        print(f"seed {seed}: resuming from {partial} (rows done: {', '.join(res['rows'])})")
+    cache: dict = {}
+
+    def states():  # the ERM ensemble, trained only when a unit still needs it
+        if "states" not in cache:
+            cache["states"] = debias.train_with_checkpoints(ds, cfg.recipe, seed, epochs, progress=progress)
+        return cache["states"]
+
+    if "erm" not in res["rows"]:
+        res["rows"]["erm"] = {"metrics": _metrics(states()[-1], ds), "n_train": len(ds.train)}
+        _log_row(path, res, seed, "erm")
     needs_trak = {"trak", "auto_trak"} & set(methods) or curve
     if needs_trak:
-        t0 = time.perf_counter()
-        res["trak_kernel"] = {}
-        tau_NV = debias.val_attribution(states, ds.train, ds.val, tcfg, seed, progress=progress,
-                                        info=res["trak_kernel"])
-        res["trak_seconds"] = time.perf_counter() - t0
-        loss_V = debias.val_losses(final, ds.val)
+        scores_path = path.replace(".json", ".trak.npz")
+        if os.path.exists(scores_path):
+            z = np.load(scores_path)
+            tau_NV, loss_V = z["tau"], z["loss_V"]
+            tau_disc = z["tau_disc"] if "tau_disc" in z.files else None
+        else:
+            t0 = time.perf_counter()
+            res["trak_kernel"] = {}
+            tau_NV = debias.val_attribution(states(), ds.train, ds.val, tcfg, seed, progress=progress,
+                                            info=res["trak_kernel"])
+            res["trak_seconds"] = time.perf_counter() - t0
+            loss_V = debias.val_losses(states()[-1], ds.val)
+            tau_disc = None
+            if "auto_trak" in methods:
+                t0 = time.perf_counter()
+                res["discovery_kernel"] = {}
+                tau_disc = debias.discovery_attribution(states(), ds.train, ds.val, tcfg, seed, tau_NV,
+                                                        progress=progress, info=res["discovery_kernel"])
+                res["discovery_seconds"] = time.perf_counter() - t0
+            atomic_save_npz(scores_path, tau=np.asarray(tau_NV, np.float32), loss_V=loss_V,
+                            **({} if tau_disc is None else {"tau_disc": np.asarray(tau_disc, np.float32)}))
+            common.atomic_write_json(partial, res)
         groups = {"trak": ds.val.g}
         if "auto_trak" in methods:
-            t0 = time.perf_counter()
-            res["discovery_kernel"] = {}
-            tau_disc = debias.discovery_attribution(states, ds.train, ds.val, tcfg, seed, tau_NV, progress=progress,
-                                                    info=res["discovery_kernel"])
-            res["discovery_seconds"] = time.perf_counter() - t0
             pseudo, info = debias.auto_trak_groups(tau_disc, ds.val.y)
             groups["auto_trak"] = pseudo
             res["auto_trak_groups"] = {**info, **debias.group_agreement(pseudo, ds.val.g, ds.val.y, loss_V,
                                                                         minority_groups(ds))}
         for name in [m for m in ("trak", "auto_trak") if m in groups and (m in methods or m == "trak")]:
             t_N = debias.alignment_scores(tau_NV, groups[name], loss_V, args.weighting)
+            if name == "trak":
+                t_trak = t_N
+            if name in res["rows"]:
+                continue
             keep = debias.removal_mask(t_N, args.k, ds.train.y)
             removed_g = np.bincount(ds.train.g[~keep], minlength=ds.n_groups).tolist()
             row = {"n_removed": int((~keep).sum()), "removed_per_group": removed_g, "n_neg": int((t_N < 0).sum())}
@@ -173,13 +200,12 @@ def run_seed(ds, cfg: ExperimentConfig, tcfg: debias.TrakConfig, seed: int, meth
                 row["metrics"] = _metrics(st, ds)
             res["rows"][name] = row
             _log_row(path, res, seed, name)
-            if name == "trak":
-                t_trak = t_N
-        if curve and seed == cfg.seeds[0]:
+        if curve and seed == cfg.seeds[0] and "curve_points" not in res:
             res["curve_points"] = _curve(ds, cfg, seed, t_trak, res, curve, progress)
-    baselines = [m for m in methods if m in BASELINES]
+            common.atomic_write_json(partial, res)
+    baselines = [m for m in methods if m in BASELINES and m not in res["rows"]]
     if baselines:
-        fs = extract_features(final, ds, seed, cfg.recipe.eval_batch_size, progress=progress)
+        fs = extract_features(states()[-1], ds, seed, cfg.recipe.eval_batch_size, progress=progress)
         for name in baselines:
             method = get_method(name)
             sel = args.selection if args.selection in method.selections else method.selections[0]
