@@ -1,4 +1,12 @@
-"""Orbax checkpoints of a train state, keyed by epoch, with automatic resume."""
+"""Orbax checkpoints of a train state, keyed by epoch, with automatic resume.
+
+Multi-process jobs: every process constructs the `Checkpointer` and calls `maybe_save` /
+`restore` / `close` at the same points (orbax coordinates them; each process writes the shards
+it owns, the primary one the metadata). The folder must be visible to all processes (a shared
+filesystem on a cluster). `restore` reads straight into the layout of the state it is given (its
+shardings), or onto `sharding`, so a checkpoint written by N processes restores in M processes or
+on another device count.
+"""
 from __future__ import annotations
 
 import os
@@ -6,6 +14,15 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+
+
+def abstract_state(state_like: Any, sharding: Any = None) -> Any:
+    """`ShapeDtypeStruct`s of `state_like`'s array leaves, carrying their own shardings or
+    `sharding` (one sharding for every leaf, e.g. `NamedSharding(mesh, P())`)."""
+    if sharding is None:
+        return jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
+    return jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharding)
+                        if hasattr(v, "shape") and hasattr(v, "dtype") else v, state_like)
 
 
 class Checkpointer:
@@ -26,14 +43,14 @@ class Checkpointer:
             self.manager.save(epoch, args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
 
-    def restore(self, state_like: Any) -> tuple[Any, dict] | None:
-        """Latest `(state, meta)` restored into the structure of `state_like`, or None."""
+    def restore(self, state_like: Any, sharding: Any = None) -> tuple[Any, dict] | None:
+        """Latest `(state, meta)` restored into the structure and shardings of `state_like` (or
+        every leaf onto `sharding`), or None when there is no checkpoint."""
         epoch = self.manager.latest_step()
         if epoch is None:
             return None
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
         out = self.manager.restore(epoch, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+            state=ocp.args.StandardRestore(abstract_state(state_like, sharding)), meta=ocp.args.JsonRestore()))
         return out["state"], out["meta"]
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""Data parallelism over all local devices: one option, three modes, one pure step underneath.
+"""Data parallelism over all devices of the job: one option, three modes, one pure step underneath.
 
 - `"jit"` (default, the maintained path): `jax.jit(steps.train_step)` over a 1-D mesh `("data",)`
   with Auto axis types; batches are sharded `P("data")`, the state is replicated `P()`. The step
@@ -16,6 +16,12 @@
   Dropout keys differ per device, so masks differ from the single-device step's.
 - `"none"`: plain `jax.jit` on the default device (the historical behaviour).
 
+Multi-process (`gradtune_jax.distributed`): the `"jit"` mesh spans the devices of every process
+and runs unchanged. Each process loads only its rows of every global batch (`rows`), and `put`
+assembles the global array with `jax.make_array_from_process_local_data`. `"pmap"` is the legacy
+single-process mode (deprecated upstream in favour of jit/shard_map) and refuses to run with
+several processes; `"none"` trains a full copy on every process (no communication).
+
 A global batch that does not divide by the device count is padded to the next multiple with
 weight-0 copies of its first row (the loop already pads the ragged last batch the same way), so
 every step has one shape and compiles once. Weight-0 rows change no loss, gradient or metric, but
@@ -32,6 +38,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from gradtune_jax.distributed import global_batch, local_positions
+from gradtune_jax.errors import UserError
 from gradtune_jax.train.state import TrainState
 from gradtune_jax.train.steps import LossFn, train_step, weighted_ce
 
@@ -47,8 +55,9 @@ def check_mode(mode: str) -> str:
 
 
 def data_mesh(devices: list | None = None) -> Mesh:
-    """A 1-D mesh `("data",)` with an Auto axis over `devices` (default: all local devices)."""
-    devices = jax.local_devices() if devices is None else list(devices)
+    """A 1-D mesh `("data",)` with an Auto axis over `devices` (default: all devices of all processes,
+    which are the local devices in a single-process job)."""
+    devices = jax.devices() if devices is None else list(devices)
     return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types=(AxisType.Auto,), devices=devices)
 
 
@@ -92,6 +101,10 @@ class DataParallel:
 
     `put` takes a host batch of any size; `step` returns the state in the layout `place` gives
     (replicated over `mesh` for "jit"/"pmap"), usable by ordinary jitted code such as `predict`.
+    `rows(batch_size)` is None in a single-process job; with several processes it gives the
+    positions of a global batch (padded to a multiple of the device count; positions past
+    `batch_size` are weight-0 copies of row 0) that this process loads, and `put` takes exactly
+    those rows.
     """
 
     mode: str
@@ -99,6 +112,7 @@ class DataParallel:
     step: Callable[[TrainState, Any], tuple[TrainState, dict]]
     put: Callable[[dict], Any]
     place: Callable[[Any], Any]
+    rows: Callable[[int], np.ndarray | None] = lambda batch_size: None
 
 
 def _pmap_body(loss_fn: LossFn, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
@@ -121,6 +135,9 @@ def _data_parallel(mode: str, loss_fn: LossFn, devices: tuple | None) -> DataPar
     if mode == "none":
         step = jax.jit(functools.partial(train_step, loss_fn=loss_fn), donate_argnums=0)
         return DataParallel(mode, None, step, jax.device_put, lambda state: state)
+    if mode == "pmap" and jax.process_count() > 1:
+        raise UserError(f"parallel='pmap' is the legacy single-process mode; this job has {jax.process_count()} "
+                        f"processes: use parallel='jit' (--parallel jit)")
     mesh = data_mesh(devices)
     n = mesh.size
     replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
@@ -134,6 +151,16 @@ def _data_parallel(mode: str, loss_fn: LossFn, devices: tuple | None) -> DataPar
 
         def put(batch: dict) -> dict:
             return jax.device_put(pad_batch(batch, n), sharded)
+
+        if jax.process_count() > 1:  # several processes: each passes its rows only
+            def rows(batch_size: int) -> np.ndarray:
+                return local_positions(-(-batch_size // n) * n, mesh, DATA_AXIS)
+
+            def put(batch: dict) -> dict:
+                local = len(jax.tree.leaves(batch)[0])
+                return global_batch(batch, mesh, local * n // len(mesh.local_devices), DATA_AXIS)
+
+            return DataParallel(mode, mesh, step, put, place, rows)
     else:
         step = jax.pmap(functools.partial(_pmap_body, loss_fn), axis_name=DATA_AXIS, in_axes=(None, 0),
                         out_axes=None, devices=list(mesh.devices.flat))

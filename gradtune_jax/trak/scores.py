@@ -46,6 +46,10 @@ def chunk_rows(n: int, batch_size: int, mesh: Mesh | None) -> int:
     return -(-min(batch_size, max(n, 1)) // n_dev) * n_dev
 
 
+def _take_rows(data: tuple[Any, np.ndarray], a: int, b: int) -> tuple[Any, np.ndarray]:
+    return _take(data[0], np.arange(a, b)), np.asarray(data[1])[a:b]
+
+
 def default_mesh(mesh: Mesh | None) -> Mesh | None:
     """`mesh`, or a data mesh over all devices when there are several."""
     return data_mesh() if mesh is None and jax.device_count() > 1 else mesh
@@ -111,6 +115,16 @@ def featurize_dataset(apply_fn: ApplyFn, params: Any, data: tuple[Any, np.ndarra
     regenerate block by block inside the kernel (memory O(block x k)).
     """
     n = _num(data[0])
+    if mesh is None and jax.process_count() > 1:  # multi-process: each featurises a block of rows, one gather
+        from gradtune_jax.distributed import gather_slices, local_mesh, split_range, to_host
+
+        # (one device per process: vmap(grad) through a convolution on a batch sharded over several
+        # devices gives wrong gradients on the non-first shards, XLA:CPU, jax 0.10.2)
+        a, b = split_range(n)
+        phi, q = featurize_dataset(apply_fn, to_host(params), _take_rows(data, a, b), key, wrt=wrt, proj_dim=proj_dim,
+                                   proj_type=proj_type, block_size=block_size, batch_size=batch_size,
+                                   mesh=local_mesh(1), cache_projection=cache_projection, progress=progress, desc=desc)
+        return gather_slices(phi, n), gather_slices(q, n)
     mesh = default_mesh(mesh)
     bs = chunk_rows(n, batch_size, mesh)
     fn = make_featurizer(apply_fn, params, key, wrt=wrt, proj_dim=proj_dim, proj_type=proj_type,
@@ -194,8 +208,17 @@ def compute_scores(apply_fn: ApplyFn, checkpoints: Sequence[Any], train: tuple[A
         fs = FeatureStore.open(store, checkpoints, train, targets, proj_dim=proj_dim, seed=seed,
                                batch_size=batch_size, wrt=wrt, proj_type=proj_type, block_size=block_size,
                                mesh=mesh, data_fingerprint=data_fingerprint)
-        fs.featurize(apply_fn, checkpoints, train, targets, mesh=mesh, cache_projection=cache_projection,
-                     progress=progress)
+        if mesh is None and jax.process_count() > 1:  # multi-process: shard i of n each, then all finalise
+            from gradtune_jax.distributed import local_mesh, sync, to_host
+
+            fs.featurize(apply_fn, to_host(list(checkpoints)), train, targets, mesh=local_mesh(1),
+                         shard=(jax.process_index(), jax.process_count()), cache_projection=cache_projection,
+                         progress=progress)
+            sync(f"trak-store-{os.path.basename(fs.path)}")
+            out = out if jax.process_index() == 0 else None
+        else:
+            fs.featurize(apply_fn, checkpoints, train, targets, mesh=mesh, cache_projection=cache_projection,
+                         progress=progress)
         scores_NT, info = fs.finalize(lambda_reg, normalize=normalize, out=out, kernel_method=kernel_method,
                                       kernel_rtol=kernel_rtol, progress=progress)
         return (scores_NT, info) if return_info else scores_NT
