@@ -10,7 +10,9 @@
 # --only LIST (issue step numbers: 1 pytest, 2 table1, 3 resnet50, 4 gradnorm, 5 trak, 6 profile;
 # the environment step always runs), --install (pip install -e . --no-deps first; by default the
 # repository is put on PYTHONPATH instead: nothing is installed).
-# Environment: OUT (results folder; default a new temp folder), PYTHON (default python3).
+# Environment: OUT (results folder; default a new temp folder), PYTHON (default python3), GIT_COMMIT
+# (recorded when the tree has no .git), KEEP_WORK=1 (keep the scratch folder: traces, step JSON),
+# GPU_CHECK_PYTEST (pytest targets instead of tests/, e.g. "tests/test_train.py tests/test_parallel.py").
 #
 # Steps run in this order, each under `timeout` with its own cap (cut to what is left of the
 # budget; skipped, and recorded as such, when under 20 s is left): env, 4 gradnorm, 3 resnet50
@@ -33,7 +35,7 @@ while (($#)); do
     --budget) BUDGET=${2:?--budget needs seconds}; shift ;;
     --only) ONLY=${2:?--only needs a list such as 1,3}; shift ;;
     --install) INSTALL=1 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument '$1' (expected --smoke, --budget S, --only LIST, --install)" >&2; exit 2 ;;
   esac
   shift
@@ -45,9 +47,10 @@ PY=${PYTHON:-python3}
 OUT=${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")}
 mkdir -p "$OUT"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check_work.XXXXXX")  # per-step JSON, traces, caches: not sent back
+if [[ ${KEEP_WORK:-0} != 1 ]]; then trap 'rm -rf "$WORK"' EXIT; fi
 LOG=$OUT/gpu_check.log
 : >"$LOG"
-export ROOT SMOKE PY WORK PYTHONUNBUFFERED=1
+export ROOT SMOKE PY WORK GIT_COMMIT=${GIT_COMMIT:-} PYTHONUNBUFFERED=1
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 # One persistent compilation cache for the ResNet steps: the profile reuses the benchmark's executable.
 export JAX_COMPILATION_CACHE_DIR=$WORK/jax_cache JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=1
@@ -91,11 +94,14 @@ try:
     out["gradtune_jax_path"] = os.path.dirname(gradtune_jax.__file__)
 except Exception as e:  # noqa: BLE001
     out["gradtune_jax_error"] = f"{type(e).__name__}: {e}"
-r = subprocess.run(["git", "-C", os.environ["ROOT"], "rev-parse", "HEAD"], capture_output=True, text=True)
-out["git_commit"] = r.stdout.strip() or None
-if out["git_commit"]:
-    r = subprocess.run(["git", "-C", os.environ["ROOT"], "status", "--porcelain"], capture_output=True, text=True)
-    out["git_dirty_files"] = len(r.stdout.splitlines())
+try:  # the device machine's copy of the tree may have no .git: then pass GIT_COMMIT=<sha>
+    r = subprocess.run(["git", "-C", os.environ["ROOT"], "rev-parse", "HEAD"], capture_output=True, text=True)
+    out["git_commit"] = r.stdout.strip() or None
+    if out["git_commit"]:
+        r = subprocess.run(["git", "-C", os.environ["ROOT"], "status", "--porcelain"], capture_output=True, text=True)
+        out["git_dirty_files"] = len(r.stdout.splitlines())
+except OSError:
+    out["git_commit"] = None
 json.dump(out, open(os.path.join(os.environ["WORK"], "env.json"), "w"), indent=1)
 print(json.dumps(out, indent=1))
 EOF
@@ -151,7 +157,8 @@ step_pytest() {
   local args=(-q -p no:cacheprovider -p benchmarks.pytest_jsonl --continue-on-collection-errors -rfE)
   if "$PY" -c "import xdist" 2>/dev/null && ((!SMOKE)); then args+=(-n 8); fi
   if "$PY" -c "import pytest_timeout" 2>/dev/null; then args+=(--timeout 90); fi
-  if ((SMOKE)); then args+=(tests/test_kernels.py tests/test_metrics.py); else args+=(tests); fi
+  if [[ -n ${GPU_CHECK_PYTEST:-} ]]; then read -ra targets <<<"$GPU_CHECK_PYTEST"; args+=("${targets[@]}")
+  elif ((SMOKE)); then args+=(tests/test_kernels.py tests/test_metrics.py); else args+=(tests); fi
   : >"$WORK/pytest.jsonl"
   # Several workers share the GPU: grow memory on demand instead of each taking 75% of it.
   GPU_CHECK_PYTEST_JSONL=$WORK/pytest.jsonl XLA_PYTHON_CLIENT_PREALLOCATE=false \
@@ -162,18 +169,24 @@ step_pytest_cpu_rerun() {
   # The tests that failed on the device, again on this machine's CPU: "GPU only" vs "fails here anyway".
   "$PY" - <<'EOF' >"$WORK/pytest_failed_ids.txt"
 import json, os
-seen = []
+rootdir, seen = os.environ["ROOT"], []
 for line in open(os.path.join(os.environ["WORK"], "pytest.jsonl")):
-    r = json.loads(line)
-    if r["outcome"] == "failed" and r["when"] != "collect" and r["nodeid"] not in seen:
+    try:
+        r = json.loads(line)
+    except ValueError:
+        continue
+    if r["when"] == "session":
+        rootdir = r["rootdir"]
+    elif r["outcome"] == "failed" and r["when"] != "collect" and r["nodeid"] not in seen:
         seen.append(r["nodeid"])
-print("\n".join(seen[:40]))
+print("\n".join([rootdir] + seen[:40]) if seen else "")
 EOF
   if [[ ! -s $WORK/pytest_failed_ids.txt ]]; then echo "no failed tests to rerun"; return 0; fi
   : >"$WORK/pytest_cpu.jsonl"
   mapfile -t ids <"$WORK/pytest_failed_ids.txt"
+  cd "${ids[0]}"  # node ids are relative to the first run's rootdir
   GPU_CHECK_PYTEST_JSONL=$WORK/pytest_cpu.jsonl JAX_PLATFORMS=cpu \
-    "$PY" -m pytest -q -p no:cacheprovider -p benchmarks.pytest_jsonl -rfE "${ids[@]}"
+    "$PY" -m pytest -q -p no:cacheprovider -p benchmarks.pytest_jsonl -rfE "${ids[@]:1}"
 }
 
 step_table1() {
@@ -217,9 +230,9 @@ run_step() {  # run_step KEY CAP_SECONDS: run step_KEY under timeout, record sta
 run_step env 60
 if ((INSTALL)); then run_step install 60; fi
 if selected 4; then run_step gradnorm 45; fi
-if selected 3; then run_step resnet50 150; run_step resnet50_pmap 60; fi
+if selected 3; then run_step resnet50 140; run_step resnet50_pmap 50; fi
 if selected 6; then run_step profile 60; fi
-if selected 5; then run_step trak 60; fi
+if selected 5; then run_step trak 50; fi
 if selected 1; then
   run_step pytest 110
   if [[ -s $WORK/pytest.jsonl ]] && grep -q '"outcome": "failed"' "$WORK/pytest.jsonl"; then run_step pytest_cpu_rerun 40; fi

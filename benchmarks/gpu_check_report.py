@@ -59,6 +59,7 @@ def atomic_write(path: str, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp_")
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
@@ -76,6 +77,8 @@ def pytest_figure(work: str) -> dict | None:
     messages: dict[str, str] = {}
     collect_errors = []
     for r in recs:
+        if r["when"] == "session":
+            continue
         if r["when"] == "collect":
             collect_errors.append({"nodeid": r["nodeid"], "message": r.get("message", "")})
             continue
@@ -86,7 +89,7 @@ def pytest_figure(work: str) -> dict | None:
             outcome.setdefault(r["nodeid"], r["outcome"])
     counts = {k: sum(v == k for v in outcome.values()) for k in ("passed", "failed", "error", "skipped")}
     cpu = {r["nodeid"]: r["outcome"] for r in load_jsonl(os.path.join(work, "pytest_cpu.jsonl"))
-           if r["when"] == "call" or r["outcome"] != "passed"}
+           if r["when"] not in ("session", "collect") and (r["when"] == "call" or r["outcome"] != "passed")}
     failures = [{"nodeid": n, "kind": outcome[n], "message": messages.get(n, ""),
                  "on_cpu_same_machine": cpu.get(n, "not rerun")}
                 for n in outcome if outcome[n] in ("failed", "error")]
@@ -181,7 +184,7 @@ def build(work: str) -> dict:
                                                        "jax_devices": env.get("jax_devices"),
                                                        "bytes_limit": env.get("device_bytes_limit")},
             "results_name": f"{'smoke-' if smoke else ''}{slug(name)}-{date}.json",
-            "python": env.get("python"), "versions": env.get("packages"), "git_commit": env.get("git_commit"),
+            "python": env.get("python"), "versions": env.get("packages"), "git_commit": os.environ.get("GIT_COMMIT") or env.get("git_commit"),
             "env_errors": {k: env[k] for k in ("jax_error", "gradtune_jax_error") if k in env},
             "steps": steps, "figures": figs}
 
@@ -248,8 +251,8 @@ def summary(rep: dict) -> str:
         lines.append(f"6 profile: {q['missing']}")
     else:
         lines.append(f"6 profile {q['arch']} {q['image_size']}px {q['dtype']} batch {q['batch_size']}: "
-                     f"{q['step_ms']:.2f} ms/step ({q['img_per_s']:.1f} img/s), {fmt(q.get('step_tflops'))} TFLOP/s vs "
-                     f"{q['matmul_size']}^3 matmul {q['matmul_tflops']:.2f} TFLOP/s (x{fmt(q.get('step_over_matmul'), '.3f')}); "
+                     f"{q['step_ms']:.2f} ms/step ({q['img_per_s']:.1f} img/s), {fmt(q.get('step_tflops'), '.3g')} TFLOP/s vs "
+                     f"{q['matmul_size']}^3 matmul {q['matmul_tflops']:.3g} TFLOP/s (x{fmt(q.get('step_over_matmul'), '.3f')}); "
                      f"trace {q['trace_dir_bytes'] / 2**20:.1f} MiB; {q.get('ops_source', q.get('trace_parse_error'))}")
         for op in q.get("top", []):
             lines.append(f"    {op['ms_per_step']:9.3f} ms/step {100 * (op['share'] or 0):5.1f}%  {op['name'][:100]}")

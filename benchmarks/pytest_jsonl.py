@@ -6,7 +6,8 @@ Unlike `--junitxml` (written at the end of the session), the file survives a run
 time limit. Lines: `{"nodeid", "when", "outcome", "duration", "message"?}` for every test's call
 phase and for any setup/teardown phase that did not pass, plus `{"nodeid", "when": "collect",
 "outcome": "failed", "message"}` per collection error. Works under pytest-xdist (the controller
-receives every report). Does nothing when the variable is unset.
+receives every report). The first line is `{"when": "session", "rootdir"}`: node ids are
+relative to it. Does nothing when the variable is unset.
 """
 from __future__ import annotations
 
@@ -30,6 +31,12 @@ def _write(record: dict) -> None:
     if path:
         with open(path, "a") as f:
             f.write(json.dumps(record) + "\n")
+
+
+def pytest_sessionstart(session: Any) -> None:
+    """Record the rootdir the node ids are relative to (needed to rerun them from elsewhere)."""
+    if not hasattr(session.config, "workerinput"):  # the xdist controller (or a plain run) only
+        _write({"when": "session", "rootdir": str(session.config.rootpath)})
 
 
 def pytest_runtest_logreport(report: Any) -> None:

@@ -103,7 +103,9 @@ def test_pytest_plugin_writes_one_line_per_outcome(tmp_path):
                            "benchmarks.pytest_jsonl", "--continue-on-collection-errors", str(tmp_path)],
                           cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    recs = {r["nodeid"].split("::")[-1]: r for r in map(json.loads, jsonl.read_text().splitlines())}
+    lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert lines[0] == {"when": "session", "rootdir": str(tmp_path)}
+    recs = {r["nodeid"].split("::")[-1]: r for r in lines[1:]}
     assert recs["test_ok"]["outcome"] == "passed"
     assert recs["test_bad"]["outcome"] == "failed" and "one is not two" in recs["test_bad"]["message"]
     assert recs["test_skip"]["outcome"] == "skipped" and recs["test_skip"]["when"] == "setup"
