@@ -1,4 +1,10 @@
-"""Shared CLI plumbing: one-line errors with exit status 2, versions, tables, atomic outputs."""
+"""Shared CLI plumbing: one-line errors with exit status 2, versions, tables, atomic outputs.
+
+Every CLI's parser takes the multi-process options (`--coordinator HOST:PORT --num-processes N
+--process-id I`, else auto-detected; `gradtune_jax.distributed`) and starts `jax.distributed`
+while parsing, before any JAX computation. In a multi-process job only process 0 writes the
+outputs (`atomic_write_text`, `atomic_write_json`, `write_csv` here) and prints to stdout.
+"""
 from __future__ import annotations
 
 import argparse
@@ -10,18 +16,49 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from gradtune_jax import io as _io
+from gradtune_jax.distributed import add_arguments as _add_distributed_arguments
+from gradtune_jax.distributed import initialize_from_args
 from gradtune_jax.errors import UserError
-from gradtune_jax.io import atomic_write_json, atomic_write_text
 
 PACKAGES = ("gradtune-jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scikit-learn",
             "transformers", "tensorflow-datasets")
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with a one-line error message (no usage dump) and exit status 2."""
+    """argparse with a one-line error message (no usage dump) and exit status 2, and the
+    multi-process options: parsing starts `jax.distributed` when they (or the environment) ask."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _add_distributed_arguments(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        ns, rest = super().parse_known_args(args, namespace)
+        initialize_from_args(ns)
+        return ns, rest
 
     def error(self, message: str):  # noqa: D401 - argparse API
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def is_primary() -> bool:
+    """True unless this is a non-zero process of a multi-process job (which writes no outputs)."""
+    import jax
+
+    return jax.process_index() == 0
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """`gradtune_jax.io.atomic_write_text` on the primary process; nothing on the others."""
+    if is_primary():
+        _io.atomic_write_text(path, text)
+
+
+def atomic_write_json(path: str, obj) -> None:
+    """`gradtune_jax.io.atomic_write_json` on the primary process; nothing on the others."""
+    if is_primary():
+        _io.atomic_write_json(path, obj)
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
@@ -118,4 +155,4 @@ positive_float = _positive(float, "number")
 
 
 __all__ = ["ArgumentParser", "run_cli", "versions", "mean_std", "pm", "markdown_table", "write_csv",
-           "parse_seeds", "positive_int", "positive_float", "atomic_write_json", "atomic_write_text"]
+           "parse_seeds", "positive_int", "positive_float", "atomic_write_json", "atomic_write_text", "is_primary"]

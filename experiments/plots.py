@@ -22,7 +22,12 @@ def subplots(ncols: int = 1, nrows: int = 1, size: tuple[float, float] = (5.0, 3
 
 
 def save(fig, path: str) -> None:
-    """Write `fig` as a PNG atomically and close it."""
+    """Write `fig` as a PNG atomically and close it (multi-process job: process 0 writes)."""
+    import jax
+
+    if jax.process_index() != 0:
+        plt.close(fig)
+        return
     fig.tight_layout()
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=DPI)

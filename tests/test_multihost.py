@@ -172,3 +172,18 @@ def test_pmap_refuses_several_processes_and_initialize_checks_arguments(tmp_path
                       "try:\n    data_parallel('pmap')\nexcept UserError as e:\n    print('refused:', e)\n"
                       "    raise SystemExit(5)\n")
     assert launch([str(script)], n=2, devices=1, env=_env(1), cwd=str(ROOT)) == 5
+
+
+def test_table1_quick_two_processes_writes_the_same_table(tmp_path):
+    """`python -m gradtune_jax.launch -n 2 -- -m experiments.table1 --quick` (ERM on the global
+    mesh of 2 processes x 2 devices, features gathered, fine-tuning on every process) writes the
+    table1.csv of a plain single-process run, from process 0 only."""
+    two, one = tmp_path / "two", tmp_path / "one"
+    cli = ["-m", "experiments.table1", "--quick", "--no-progress"]
+    assert launch([*cli, "--out", str(two)], n=2, devices=2, env=_env(2), cwd=str(ROOT)) == 0
+    r = subprocess.run([sys.executable, *cli, "--out", str(one)], env=_env(1), cwd=ROOT, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    table = (one / "table1.csv").read_text()
+    assert table.count("\n") == 4 and (two / "table1.csv").read_text() == table
+    assert (two / "results.json").exists() and not list(two.glob(".*.tmp"))
