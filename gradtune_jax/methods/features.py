@@ -7,7 +7,6 @@ seeded held-out/model-selection halves of validation.
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import numpy as np
 
@@ -66,7 +65,3 @@ def evaluate_head(head: dict, split: Split, train_group_counts=None) -> dict:
     """Metrics of a linear head on a features split."""
     pred = head_logits(head, split.x).argmax(-1)
     return evaluate(pred, split.y, split.masks(), train_group_counts)
-
-
-def cache_path(root: str, seed: int) -> str:
-    return os.path.join(root, f"seed{seed}", "features.npz")
