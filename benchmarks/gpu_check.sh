@@ -52,8 +52,6 @@ LOG=$OUT/gpu_check.log
 : >"$LOG"
 export ROOT SMOKE PY WORK GIT_COMMIT=${GIT_COMMIT:-} PYTHONUNBUFFERED=1
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
-# One persistent compilation cache for the ResNet steps: the profile reuses the benchmark's executable.
-export JAX_COMPILATION_CACHE_DIR=$WORK/jax_cache JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=1
 T0=$SECONDS
 STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 STEPS_JSONL=$WORK/steps.jsonl
@@ -116,7 +114,12 @@ step_gradnorm() {
   "$PY" -m benchmarks.bench_gradnorm "$@" --json "$WORK/gradnorm.json"
 }
 
+# One persistent compilation cache for the ResNet steps only: the profile reuses the benchmark's
+# bf16 batch-256 executable instead of compiling it again.
+resnet_cache() { export JAX_COMPILATION_CACHE_DIR=$WORK/jax_cache JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=1; }
+
 step_resnet50() {
+  resnet_cache
   if ((SMOKE)); then
     set -- --arch resnet18 --image-size 32 --batch-sizes 2 --dtypes bf16 fp32 --steps 1 --warmup 1
   else
@@ -135,6 +138,7 @@ step_resnet50_pmap() {
 }
 
 step_profile() {
+  resnet_cache
   if ((SMOKE)); then
     set -- --arch resnet18 --image-size 32 --batch-size 2 --steps 2 --warmup 1 --matmul-size 256
   else
@@ -194,7 +198,7 @@ step_table1() {
   "$PY" -m experiments.table1 "$@" --no-progress --out "$WORK/table1"
 }
 
-export -f step_env step_install step_gradnorm step_resnet50 step_resnet50_pmap step_profile step_trak \
+export -f resnet_cache step_env step_install step_gradnorm step_resnet50 step_resnet50_pmap step_profile step_trak \
   step_pytest step_pytest_cpu_rerun step_table1
 
 # ---------------------------------------------------------------- running and recording
