@@ -256,6 +256,8 @@ def summary(rep: dict) -> str:
                      f"trace {q['trace_dir_bytes'] / 2**20:.1f} MiB; {q.get('ops_source', q.get('trace_parse_error'))}")
         for op in q.get("top", []):
             lines.append(f"    {op['ms_per_step']:9.3f} ms/step {100 * (op['share'] or 0):5.1f}%  {op['name'][:100]}")
+        for op in (q.get("kernels") or {}).get("top", []):
+            lines.append(f"    kernel {op['ms_per_step']:9.3f} ms/step {100 * (op['share'] or 0):5.1f}%  {op['name'][:90]}")
     redo = [k for k, s in rep["steps"].items() if s["status"] in ("skipped", "timeout")]
     if redo:
         nums = sorted({n[0] for n, keys in FIGURES.items() if set(keys) & set(redo)})

@@ -9,7 +9,8 @@ The step is the one `bench_resnet50.py` times (same setup: `jax_setup`). After `
 `jax.profiler.trace(--trace-dir)` with one `StepTraceAnnotation` per step. The trace's
 `*.xplane.pb` is read with `jax.profiler.ProfileData` (jaxlib's own reader; no TensorFlow or
 TensorBoard needed): on a GPU/TPU the device planes' "XLA Ops" line (each HLO op's execution on
-the device), else every device "Stream" line's kernels; on CPU the XLA thread-pool lines of
+the device) when the trace has one, else every device "Stream" line's kernels summed by their
+`hlo_op` stat (and separately by kernel name: `kernels`); on CPU the XLA thread-pool lines of
 `/host:CPU`. Ops are summed by name over all profiled steps; the top `--top` are reported with
 their share of the summed op time.
 
@@ -48,27 +49,47 @@ def dir_bytes(path: str) -> int:
     return sum(os.path.getsize(f) for f in glob.glob(os.path.join(path, "**"), recursive=True) if os.path.isfile(f))
 
 
-def op_events(xplane_path: str) -> tuple[str, list[tuple[str, float]]]:
-    """(where the events came from, [(op name, duration ns)]) from one `.xplane.pb`."""
+def _hlo_op(event) -> str | None:
+    """The `hlo_op` stat of a GPU kernel event (the XLA op that launched it), if recorded."""
+    for name, value in event.stats:
+        if name == "hlo_op" and value:
+            return str(value)
+    return None
+
+
+def op_events(xplane_path: str) -> tuple[str, list[tuple[str, float]], list[tuple[str, float]]]:
+    """(where the events came from, [(XLA op, duration ns)], [(GPU kernel, duration ns)]) of one `.xplane.pb`.
+
+    Device planes: their "XLA Ops" line when the trace has one; else every "Stream" line's
+    kernels, attributed to their `hlo_op` stat (kernel name when absent). CPU: the XLA
+    thread-pool lines of `/host:CPU`, without the executor's wrapper events; no kernels.
+    """
     data = jax.profiler.ProfileData.from_file(xplane_path)
     planes = list(data.planes)
     device = [p for p in planes if p.name.startswith("/device:")]
-    events: list[tuple[str, float]] = []
+    ops: list[tuple[str, float]] = []
+    kernels: list[tuple[str, float]] = []
     if device:
+        used_ops_line = False
         for plane in device:
             lines = list(plane.lines)
-            ops = [ln for ln in lines if ln.name == "XLA Ops"]
-            use = ops or [ln for ln in lines if ln.name.startswith("Stream")]
-            events += [(e.name, e.duration_ns) for ln in use for e in ln.events]
-        source = "device planes: " + ", ".join(sorted({p.name for p in device}))
-        return source + (" (XLA Ops lines)" if any(ln.name == "XLA Ops" for p in device for ln in p.lines)
-                         else " (Stream lines: kernels)"), events
+            streams = [ln for ln in lines if ln.name.startswith("Stream")]
+            kernel_events = [e for ln in streams for e in ln.events]
+            kernels += [(e.name, e.duration_ns) for e in kernel_events]
+            op_lines = [ln for ln in lines if ln.name == "XLA Ops"]
+            if op_lines:
+                used_ops_line = True
+                ops += [(e.name, e.duration_ns) for ln in op_lines for e in ln.events]
+            else:
+                ops += [(_hlo_op(e) or e.name, e.duration_ns) for e in kernel_events]
+        source = "device planes " + ", ".join(sorted({p.name for p in device}))
+        return source + (": XLA Ops lines" if used_ops_line else ": Stream kernels by hlo_op"), ops, kernels
     for plane in planes:
         if plane.name == "/host:CPU":
             for ln in plane.lines:
                 if ln.name.startswith("tf_XLA"):
-                    events += [(e.name, e.duration_ns) for e in ln.events if not e.name.startswith(SKIP_PREFIXES)]
-    return "/host:CPU XLA thread-pool lines (no device plane)", events
+                    ops += [(e.name, e.duration_ns) for e in ln.events if not e.name.startswith(SKIP_PREFIXES)]
+    return "/host:CPU XLA thread-pool lines (no device plane)", ops, kernels
 
 
 def top_ops(events: list[tuple[str, float]], top: int, steps: int) -> dict:
@@ -138,9 +159,11 @@ def run(args: argparse.Namespace) -> dict:
     try:
         if not pbs:
             raise FileNotFoundError(f"no *.xplane.pb under {trace_dir}")
-        source, events = op_events(pbs[-1])
+        source, ops, kernels = op_events(pbs[-1])
         res["ops_source"] = source
-        res.update(top_ops(events, args.top, args.steps))
+        res.update(top_ops(ops, args.top, args.steps))
+        if kernels:
+            res["kernels"] = top_ops(kernels, args.top, args.steps)
         res["op_time_over_step_time"] = res["op_time_ms_per_step"] / res["profiled_step_ms"]
     except Exception as e:  # noqa: BLE001 - the rest of the result still counts
         res["trace_parse_error"] = f"{type(e).__name__}: {e}"
@@ -174,6 +197,10 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"top {args.top} ops ({res['ops_source']}; op time {res['op_time_ms_per_step']:.2f} ms/step):")
         for op in res["top"]:
             print(f"  {op['ms_per_step']:9.3f} ms/step {100 * op['share']:5.1f}%  x{op['count']:<5} {op['name'][:90]}")
+        if "kernels" in res:
+            print(f"top {args.top} GPU kernels (kernel time {res['kernels']['op_time_ms_per_step']:.2f} ms/step):")
+            for op in res["kernels"]["top"]:
+                print(f"  {op['ms_per_step']:9.3f} ms/step {100 * op['share']:5.1f}%  x{op['count']:<5} {op['name'][:90]}")
     else:
         print(f"trace not parsed: {res.get('trace_parse_error')}")
     if res.get("step_tflops") is not None:

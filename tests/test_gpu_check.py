@@ -124,8 +124,9 @@ def test_profile_top_ops_sums_by_name_and_reads_a_real_trace(tmp_path):
     with jax.profiler.trace(str(tmp_path)):
         f(x).block_until_ready()
     pbs = [os.path.join(d, n) for d, _, ns in os.walk(tmp_path) for n in ns if n.endswith(".xplane.pb")]
-    source, events = prof.op_events(pbs[0])
+    source, events, kernels = prof.op_events(pbs[0])
     assert events and all(d >= 0 for _, d in events)
+    assert bool(kernels) == (jax.default_backend() == "gpu")
     assert not any(n.startswith(prof.SKIP_PREFIXES) for n, _ in events)
     assert source.startswith("device planes") == (jax.default_backend() != "cpu")
 
