@@ -12,6 +12,9 @@ own natural val and test proportions (not balanced), so the held-out half of val
 What makes the minority hard here is what makes it hard in CelebA: blond male is 0.9% of train
 (171 images), so the colour cue "cool ink -> non-blond" is right for 98% of the male images ERM
 sees. Counts are CelebA's group counts scaled to 20,000 / 4,000 / 4,000 images.
+
+The defaults (cue 0.5, noise 0.05, shift 1, jitters 0.05) and the ERM recipe of its preset were
+fixed on ERM's validation behaviour only, before any fine-tuning method ran on it (docs/datasets.md).
 """
 from __future__ import annotations
 
@@ -59,7 +62,7 @@ def _render_ink(digits_8: np.ndarray, attr: np.ndarray, size: int, rng: np.rando
 
 
 def make_digits_celeba(seed: int = 0, size: int = 16, noise: float = 0.05, shift: int = 1,
-                       cue: float = 1.0, ink_jitter: float = 0.05, bg_jitter: float = 0.05,
+                       cue: float = 0.5, ink_jitter: float = 0.05, bg_jitter: float = 0.05,
                        counts: dict | None = None) -> GroupDataset:
     """Build the CelebA-Blond-shaped digits dataset, deterministic in `seed`.
 
