@@ -159,7 +159,7 @@ step_trak() {
 
 step_pytest() {
   local args=(-q -p no:cacheprovider -p benchmarks.pytest_jsonl --continue-on-collection-errors -rfE)
-  if "$PY" -c "import xdist" 2>/dev/null && ((!SMOKE)); then args+=(-n 8); fi
+  if "$PY" -c "import xdist" 2>/dev/null && ((!SMOKE)); then args+=(-n 12); fi
   if "$PY" -c "import pytest_timeout" 2>/dev/null; then args+=(--timeout 90); fi
   if [[ -n ${GPU_CHECK_PYTEST:-} ]]; then read -ra targets <<<"$GPU_CHECK_PYTEST"; args+=("${targets[@]}")
   elif ((SMOKE)); then args+=(tests/test_kernels.py tests/test_metrics.py); else args+=(tests); fi

@@ -93,7 +93,9 @@ def pytest_figure(work: str) -> dict | None:
     failures = [{"nodeid": n, "kind": outcome[n], "message": messages.get(n, ""),
                  "on_cpu_same_machine": cpu.get(n, "not rerun")}
                 for n in outcome if outcome[n] in ("failed", "error")]
+    durations = sorted(((r.get("duration") or 0.0, r["nodeid"]) for r in recs if r["when"] == "call"), reverse=True)
     return {**counts, "collection_errors": collect_errors, "tests_reported": len(outcome), "failures": failures,
+            "slowest": [{"nodeid": n, "seconds": d} for d, n in durations[:5]],
             "gpu_only_failures": sum(f["on_cpu_same_machine"] == "passed" for f in failures)}
 
 
