@@ -31,11 +31,11 @@ CELEBA_COUNTS = {
     "val": (1718, 1666, 579, 37),
     "test": (1957, 1510, 497, 36),
 }
-# --quick: same structure, a few hundred images (blond male 1-2% of every split).
+# --quick: same structure, a few hundred images (blond male 1-2% of every split, a few in D).
 CELEBA_QUICK_COUNTS = {
-    "train": (110, 100, 36, 4),
-    "val": (56, 54, 20, 2),
-    "test": (56, 54, 20, 2),
+    "train": (220, 205, 70, 5),
+    "val": (100, 97, 34, 4),
+    "test": (100, 77, 25, 4),
 }
 # Ink colours (RGB) of the two attribute values, "female" warm and "male" cool; `cue` in [0, 1]
 # moves them from their common mean (0: no cue) to these colours (1).
