@@ -53,10 +53,19 @@ LOG=$OUT/gpu_check.log
 export ROOT SMOKE PY WORK GIT_COMMIT=${GIT_COMMIT:-} PYTHONUNBUFFERED=1
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 T0=$SECONDS
+echo "gpu_check: smoke=$SMOKE budget=${BUDGET}s only=$ONLY out=$OUT python=$PY" | tee -a "$LOG"
+# Wheels carried to the device machine (no registry there): `.whl/*.whl`, e.g. traker (docs/benchmarks.md).
+if compgen -G "$ROOT/.whl/*.whl" >/dev/null; then
+  if "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$WORK/site" "$ROOT"/.whl/*.whl >>"$LOG" 2>&1; then
+    export PYTHONPATH=$PYTHONPATH:$WORK/site  # ahead of site-packages: a carried version wins
+    echo "gpu_check: installed $(cd "$ROOT/.whl" && echo *.whl) into $WORK/site" | tee -a "$LOG"
+  else
+    echo "gpu_check: could not install .whl/*.whl (see the log); going on without them" | tee -a "$LOG"
+  fi
+fi
 STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 STEPS_JSONL=$WORK/steps.jsonl
 : >"$STEPS_JSONL"
-echo "gpu_check: smoke=$SMOKE budget=${BUDGET}s only=$ONLY out=$OUT python=$PY" | tee -a "$LOG"
 
 selected() { [[ ,$ONLY, == *,$1,* ]]; }
 
