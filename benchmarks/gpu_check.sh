@@ -9,7 +9,8 @@
 # Options: --smoke (tiny sizes, CPU-friendly), --budget SECONDS (total; default 480, smoke 900),
 # --only LIST (issue step numbers: 1 pytest, 2 table1, 3 resnet50, 4 gradnorm, 5 trak, 6 profile;
 # the environment step always runs), --install (pip install -e . --no-deps first; by default the
-# repository is put on PYTHONPATH instead: nothing is installed).
+# repository is put on PYTHONPATH instead: nothing is installed), --full-pmap (pmap over the whole
+# bf16/fp32 x 256/128 grid, as jit; default bf16 256 only: each cell is one more ResNet-50 compile).
 # Environment: OUT (results folder; default a new temp folder), PYTHON (default python3), GIT_COMMIT
 # (recorded when the tree has no .git), KEEP_WORK=1 (keep the scratch folder: traces, step JSON),
 # GPU_CHECK_PYTEST (pytest targets instead of tests/, e.g. "tests/test_train.py tests/test_parallel.py").
@@ -29,14 +30,16 @@ SMOKE=0
 BUDGET=
 ONLY=1,2,3,4,5,6
 INSTALL=0
+FULL_PMAP=0
 while (($#)); do
   case $1 in
     --smoke) SMOKE=1 ;;
     --budget) BUDGET=${2:?--budget needs seconds}; shift ;;
     --only) ONLY=${2:?--only needs a list such as 1,3}; shift ;;
     --install) INSTALL=1 ;;
+    --full-pmap) FULL_PMAP=1 ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
-    *) echo "gpu_check.sh: unknown argument '$1' (expected --smoke, --budget S, --only LIST, --install)" >&2; exit 2 ;;
+    *) echo "gpu_check.sh: unknown argument '$1' (expected --smoke, --budget S, --only LIST, --install, --full-pmap)" >&2; exit 2 ;;
   esac
   shift
 done
@@ -50,7 +53,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check_work.XXXXXX")  # per-step JSON, trac
 if [[ ${KEEP_WORK:-0} != 1 ]]; then trap 'rm -rf "$WORK"' EXIT; fi
 LOG=$OUT/gpu_check.log
 : >"$LOG"
-export ROOT SMOKE PY WORK GIT_COMMIT=${GIT_COMMIT:-} PYTHONUNBUFFERED=1
+export ROOT SMOKE FULL_PMAP PY WORK GIT_COMMIT=${GIT_COMMIT:-} PYTHONUNBUFFERED=1
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 T0=$SECONDS
 echo "gpu_check: smoke=$SMOKE budget=${BUDGET}s only=$ONLY out=$OUT python=$PY" | tee -a "$LOG"
@@ -139,11 +142,13 @@ step_resnet50() {
 
 step_resnet50_pmap() {
   if ((SMOKE)); then
-    set -- --arch resnet18 --image-size 32 --batch-sizes 2 --steps 1 --warmup 1
+    set -- --arch resnet18 --image-size 32 --batch-sizes 2 --dtypes bf16 --steps 1 --warmup 1
+  elif ((FULL_PMAP)); then
+    set -- --image-size 224 --batch-sizes 256 128 --dtypes bf16 fp32 --steps 20 --warmup 3
   else
-    set -- --image-size 224 --batch-sizes 256 --steps 20 --warmup 3
+    set -- --image-size 224 --batch-sizes 256 --dtypes bf16 --steps 20 --warmup 3
   fi
-  "$PY" benchmarks/bench_resnet50.py "$@" --dtypes bf16 --parallel pmap --no-torch --json "$WORK/resnet50_pmap.json"
+  "$PY" benchmarks/bench_resnet50.py "$@" --parallel pmap --no-torch --json "$WORK/resnet50_pmap.json"
 }
 
 step_profile() {
@@ -244,7 +249,7 @@ run_step() {  # run_step KEY CAP_SECONDS: run step_KEY under timeout, record sta
 run_step env 60
 if ((INSTALL)); then run_step install 60; fi
 if selected 4; then run_step gradnorm 45; fi
-if selected 3; then run_step resnet50 140; run_step resnet50_pmap 50; fi
+if selected 3; then run_step resnet50 140; run_step resnet50_pmap "$((FULL_PMAP ? 140 : 50))"; fi
 if selected 6; then run_step profile 60; fi
 if selected 5; then run_step trak 50; fi
 if selected 1; then
