@@ -182,7 +182,7 @@ def config_from_args(args, paper: str | None = None) -> ExperimentConfig:
     seeds = tuple(args.seeds[:1] if quick else args.seeds)
     if cfg.expects_weights and recipe.weights is None and not quick:
         print(f"note: the {cfg.paper} preset for {args.dataset} starts from pretrained weights; without --weights "
-              f"every model trains from a random initialisation", file=sys.stderr)
+              f"every model trains from a random initialisation")
     return dataclasses.replace(cfg, recipe=recipe, retrain_recipe=retrain,
                                gradtune=dataclasses.replace(gt, size=size, k=k, head=head),
                                seeds=seeds, dataset_kwargs=kwargs)

@@ -136,7 +136,7 @@ def run_seed(ds, cfg: ExperimentConfig, tcfg: debias.TrakConfig, seed: int, meth
         with open(path) as f:
             saved = json.load(f)
         print(f"seed {seed}: reusing {path}")
-        return saved
+        return {**saved, "reused": True}
     epochs = debias.checkpoint_epochs(cfg.recipe.epochs, tcfg.n_checkpoints)
     partial = path.replace(".json", ".partial.json")
     res: dict = {"key": key, "methods": methods, "curve": curve, "checkpoint_epochs": epochs, "rows": {},
