@@ -243,8 +243,19 @@ def summary(rep: dict) -> str:
     k = f["5_trak"]
     if "missing" in k:
         lines.append(f"5 trak: {k['missing']}")
-    else:
-        lines.append(f"5 trak ({json.dumps(k.get('config'))[:120]}):")
+    elif "rows" in k:  # benchmarks/bench_trak_factorized.py
+        lines.append("5 trak featurisation (bench_trak_factorized):")
+        for x in k["rows"]:
+            if "examples_per_s" in x:
+                lines.append(f"    {x['model']} {x['projector']:<22} k={x.get('k')} batch {x.get('batch')}: "
+                             f"{x['examples_per_s']:.1f} examples/s, peak {fmt(x.get('peak_mib'), '.0f')} MiB "
+                             f"({x.get('device')}), warm-up {fmt(x.get('warmup_s'), '.1f')} s")
+            elif "ratio_factorized_over_dense" in x:
+                lines.append(f"    {x['model']} factorized / dense throughput: x{x['ratio_factorized_over_dense']:.2f}")
+            else:
+                lines.append(f"    {x.get('model')} {x.get('projector')}: {x.get('error')}")
+    else:  # benchmarks/bench_trak.py (MLP)
+        lines.append(f"5 trak MLP ({json.dumps(k.get('config'))[:120]}):")
         for v, x in (k.get("results") or {}).items():
             lines.append(f"    {v:<24} " + ", ".join(f"{a} {fmt(b, '.4g') if isinstance(b, (int, float)) else b}"
                                                      for a, b in x.items()))
