@@ -120,6 +120,10 @@ def add_trak_args(p: common.ArgumentParser) -> None:
                    help="parameters of the attribution matrix Auto-TRAK splits into pseudo-groups (default head)")
     t.add_argument("--weighting", choices=WEIGHTINGS, default="loss",
                    help="group weight: mean val loss (default, official code) or exp(loss)")
+    t.add_argument("--proj-type", choices=("normal", "rademacher", "factorized"), default="normal",
+                   help="TRAK projection: dense Gaussian (default), dense Rademacher, or per-layer factorized")
+    t.add_argument("--trak-store", metavar="DIR",
+                   help="featurise into a resumable on-disk feature store under DIR (gradtune_jax.trak.store)")
 
 
 def _replace(obj, **kw):

@@ -73,7 +73,8 @@ def trak_config(args) -> debias.TrakConfig:
     proj = 32 if args.quick else (args.proj_dim or None)
     return debias.TrakConfig(proj_dim=proj, lambda_reg=args.lambda_reg,
                              n_checkpoints=1 if args.quick else args.checkpoints,
-                             wrt=_params(args.trak_params), discovery_wrt=_params(args.discovery_params))
+                             wrt=_params(args.trak_params), discovery_wrt=_params(args.discovery_params),
+                             proj_type=getattr(args, "proj_type", "normal"), store=getattr(args, "trak_store", None))
 
 
 def _params(choice: str) -> str | tuple[str, ...]:

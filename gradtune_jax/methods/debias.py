@@ -41,6 +41,7 @@ class TrakConfig:
     discovery_wrt: str | tuple[str, ...] | None = ("params", "head")
     # Kernel inverse: "auto" = pseudo-inverse when X^T X + lambda I is rank deficient (trak.kernels).
     kernel_method: str = "auto"
+    store: str | None = None  # a folder: resumable on-disk feature store (trak.store)
 
 
 def cross_entropy(logits_NC: np.ndarray, y_N: np.ndarray) -> np.ndarray:
@@ -198,7 +199,8 @@ def val_attribution(states: list[TrainState], train: Split, targets: Split, cfg:
     tau, report = compute_scores(model_apply(states[-1]), [variables(s) for s in states], (train.x, train.y),
                                  (targets.x, targets.y), proj_dim=cfg.proj_dim, lambda_reg=cfg.lambda_reg, seed=seed,
                                  batch_size=cfg.batch_size, wrt=cfg.wrt, proj_type=cfg.proj_type,
-                                 kernel_method=cfg.kernel_method, return_info=True, progress=progress)
+                                 kernel_method=cfg.kernel_method, store=cfg.store, return_info=True,
+                                 progress=progress)
     if info is not None:
         info.update(report)
     return tau
