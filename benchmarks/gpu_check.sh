@@ -77,7 +77,7 @@ step_env() {
   "$PY" - <<'EOF'
 import importlib.metadata as md, json, os, platform, subprocess, sys
 out = {"python": platform.python_version(), "executable": sys.executable, "packages": {}}
-for p in ("gradtune-jax", "jax", "jaxlib", "jax-cuda13-plugin", "jax-cuda12-plugin", "flax", "optax",
+for p in ("gradtune-jax", "jax", "jaxlib", "jax-cuda13-plugin", "jax-cuda13-pjrt", "jax-cuda12-plugin", "flax", "optax",
           "orbax-checkpoint", "numpy", "scipy", "scikit-learn", "transformers", "tensorflow-datasets",
           "torch", "torchvision", "traker", "pytest", "pytest-xdist", "pytest-timeout"):
     try:
