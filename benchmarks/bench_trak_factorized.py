@@ -3,8 +3,10 @@
 Throughput (examples/s, after a warm-up chunk that compiles) and peak memory (peak RSS minus RSS
 after set-up, MiB) of `make_featurizer` on ResNet-18 (random init, `--size` px images) and a
 small BERT (`--bert`: vocab 30,522, hidden 256, 4 layers, 4 heads, intermediate 1,024; sequences
-of `--seq-len` tokens), each variant in its own subprocess, same k; plus traker 0.3.2 on
-torchvision's ResNet-18 of the same shape (BasicProjector, CPU) when torch/traker import.
+of `--seq-len` tokens; `--bert base`: BERT-base's shape), each variant in its own subprocess,
+same k; plus traker 0.3.2's TRAKer on torchvision's ResNet-18 of the same shape (CUDA when
+torch sees a GPU, else CPU) when torch/traker import. Peak memory is host RSS (on a GPU it
+does not include device memory).
 `dense` is the library default for a model this size: the Gaussian projection regenerated block
 by block inside the kernel (`P` would take n_params x k x 4 bytes).
 
@@ -14,7 +16,7 @@ models and retrained half-subsets) for exact, dense and factorized scores.
 
     python -m benchmarks.bench_trak_factorized                 # CPU: ResNet-18 32 px + small BERT, k=512
     python -m benchmarks.bench_trak_factorized --quality       # + Spearman / LDS
-    python -m benchmarks.bench_trak_factorized --smoke --size 224 --batch 32 --batches 5   # GPU check
+    python -m benchmarks.bench_trak_factorized --smoke --size 224 --bert base --batch 32 --batches 5   # GPU check
 """
 from __future__ import annotations
 
@@ -28,8 +30,10 @@ import time
 
 import numpy as np
 
-BERT_SMALL = dict(vocab_size=30522, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
-                  intermediate_size=1024, max_position_embeddings=512)
+BERT_CONFIGS = {"small": dict(vocab_size=30522, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                              intermediate_size=1024, max_position_embeddings=512),
+                "base": dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                             intermediate_size=3072, max_position_embeddings=512)}
 
 
 def rss_mib() -> float:
@@ -56,7 +60,7 @@ def _model(name: str, a) -> tuple:
         x = rng.normal(size=(a.batch, a.size, a.size, 3)).astype(np.float32)
     else:
         from gradtune_jax.models.bert import BertSettings
-        cfg = BertSettings(**(BERT_SMALL if not a.smoke else {**BERT_SMALL, "vocab_size": 1000}))
+        cfg = BertSettings(**BERT_CONFIGS[a.bert])
         model = create_model("bert", 2, config=cfg)
         ids = rng.integers(0, cfg.vocab_size, (a.batch, a.seq_len)).astype(np.int32)
         x = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
@@ -84,7 +88,8 @@ def worker(name: str, projector: str, a) -> dict:
     fn(x, y)  # compile + first chunk
     warm = time.perf_counter() - t0
     t0 = time.perf_counter()
-    n_batches = 1 if projector == "dense" and not a.smoke else a.batches
+    cpu = jax.devices()[0].platform == "cpu"
+    n_batches = 1 if projector == "dense" and cpu and not a.smoke else a.batches
     for _ in range(n_batches):
         phi, _ = fn(x, y)
     dt = time.perf_counter() - t0
@@ -109,12 +114,15 @@ def traker_worker(a) -> dict:
     n_params = sum(v.numel() for v in model.parameters())
     x = torch.from_numpy(np.random.default_rng(0).normal(size=(a.batch, 3, a.size, a.size)).astype(np.float32))
     y = torch.arange(a.batch) % 10
-    n_batches = 1 if not a.smoke else a.batches
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = model.to(device)
+    x, y = x.to(device), y.to(device)
+    n_batches = 1 if device == "cpu" and not a.smoke else a.batches
     with tempfile.TemporaryDirectory() as d:
         base = rss_mib()
         t0 = time.perf_counter()
         tk = TRAKer(model=model, task="image_classification", train_set_size=a.batch * (n_batches + 1), save_dir=d,
-                    device="cpu", proj_dim=a.proj_dim, use_half_precision=False, logging_level=40)
+                    device=device, proj_dim=a.proj_dim, use_half_precision=False, logging_level=40)
         tk.load_checkpoint(model.state_dict(), model_id=0)
         tk.featurize(batch=(x, y), num_samples=a.batch)
         warm = time.perf_counter() - t0
@@ -124,7 +132,7 @@ def traker_worker(a) -> dict:
         dt = time.perf_counter() - t0
     return {"model": "resnet18", "projector": "traker 0.3.2 (dense)", "n_params": n_params, "k": a.proj_dim,
             "batch": a.batch, "batches_timed": n_batches, "examples_per_s": n_batches * a.batch / dt,
-            "warmup_s": warm, "peak_mib": peak_mib() - base, "device": "cpu", "torch": torch.__version__}
+            "warmup_s": warm, "peak_mib": peak_mib() - base, "device": device, "torch": torch.__version__}
 
 
 def run_sub(args: list[str], timeout: int) -> dict | str:
@@ -202,9 +210,11 @@ def quality(a) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--smoke", action="store_true", help="tiny sizes (seconds), e.g. for a GPU check script")
+    p.add_argument("--smoke", action="store_true",
+                   help="short run: sequences <= 32 tokens, 2 timed chunks for every variant (GPU check script)")
     p.add_argument("--size", type=int, default=32, help="ResNet-18 image size (default 32)")
     p.add_argument("--seq-len", type=int, default=128, help="BERT sequence length (default 128)")
+    p.add_argument("--bert", choices=tuple(BERT_CONFIGS), default="small", help="BERT size (default small)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--batches", type=int, default=3, help="timed chunks (dense on CPU: 1; it is slow)")
     p.add_argument("--proj-dim", type=int, default=512)
@@ -227,7 +237,7 @@ def main(argv=None) -> int:
         print(json.dumps(traker_worker(a)))
         return 0
     flags = ["--size", str(a.size), "--seq-len", str(a.seq_len), "--batch", str(a.batch), "--batches", str(a.batches),
-             "--proj-dim", str(a.proj_dim)] + (["--smoke"] if a.smoke else [])
+             "--proj-dim", str(a.proj_dim), "--bert", a.bert] + (["--smoke"] if a.smoke else [])
     t0 = time.perf_counter()
     rows = []
     for name in [m for m in a.models.split(",") if m]:
