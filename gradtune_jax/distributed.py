@@ -197,7 +197,7 @@ def gather_rows(local_BLX: Sequence[np.ndarray] | np.ndarray, n_rows: int, mesh:
 
     `local_BLX[b]` holds this process's rows (`local_positions(n_rows, mesh)`) of global batch `b`
     (each batch `n_rows` long, of which the first `n_valid[b]` are real); returns the real rows of
-    every batch, concatenated in global order, on every process.
+    every batch, concatenated in global order, on every process. Needs at least one batch.
     """
     local = np.stack(local_BLX) if not isinstance(local_BLX, np.ndarray) else local_BLX
     positions = positions_by_process(n_rows, mesh, axis)
@@ -210,8 +210,8 @@ def gather_rows(local_BLX: Sequence[np.ndarray] | np.ndarray, n_rows: int, mesh:
     full = np.empty((local.shape[0], n_rows, *local.shape[2:]), local.dtype)
     for p, rows in positions.items():
         full[:, rows] = allp[p]
-    return np.concatenate([full[b, :n] for b, n in enumerate(n_valid)]) if len(n_valid) else full[:, :0].reshape(
-        0, *local.shape[2:])
+    keep = np.concatenate([b * n_rows + np.arange(n, dtype=np.int64) for b, n in enumerate(n_valid)])
+    return full.reshape(-1, *local.shape[2:])[keep]
 
 
 def gather_slices(local_NX: np.ndarray, n_total: int) -> np.ndarray:

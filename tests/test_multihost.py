@@ -4,7 +4,10 @@ devices (gloo collectives on localhost) against 1 process x 4 devices.
 One worker script (below) trains a tiny CNN with ERM (checkpointing every epoch), predicts, and
 computes TRAK scores; it runs once as a 2-process job through the launcher and once as a single
 4-device process, each writing `result.npz` (from process 0 only). A third run restores the
-checkpoint the 2-process job wrote in one process. The tests compare those files.
+checkpoint the 2-process job wrote in one process (1 device) and computes TRAK scores from it.
+The tests compare those files. (TRAK is compared with the 1-device run, not the 4-device one:
+per-example gradients through a convolution on a batch sharded over several devices are wrong
+on XLA:CPU in jax 0.10.2, so the multi-process path featurises on one device per process.)
 """
 from __future__ import annotations
 
@@ -130,12 +133,18 @@ def test_erm_fit_two_processes_equals_one_process_four_devices(runs):
 
 
 def test_trak_scores_two_processes_equal_one_process(runs):
-    two, one = np.load(runs["two"] / "result.npz"), np.load(runs["one"] / "result.npz")
-    assert two["scores"].shape == (70, 12)
+    """TRAK of the trained model: 2 processes (rows split, or feature-store shards 0/2 and 1/2, one
+    device each) against 1 process on 1 device scoring the same parameters (restored from the
+    2-process checkpoint, so bit-identical)."""
+    two, one = np.load(runs["two"] / "result.npz"), np.load(runs["restore"] / "restored.npz")
+    assert two["scores"].shape == one["scores"].shape == (2, 70, 12)  # (in memory, feature store)
     scale = np.abs(one["scores"]).max()
     assert scale > 0
-    np.testing.assert_allclose(two["scores"], one["scores"], atol=1e-4 * scale)
-    np.testing.assert_allclose(np.load(runs["two"] / "scores.npy"), two["scores"])  # written once, by process 0
+    np.testing.assert_allclose(two["scores"], one["scores"], atol=1e-5 * scale)
+    np.testing.assert_allclose(two["scores"][1], two["scores"][0], atol=1e-5 * scale)
+    np.testing.assert_array_equal(np.load(runs["two"] / "scores.npy"), two["scores"][0])  # process 0 wrote it
+    manifests = sorted(p.name for p in (runs["two"] / "store").glob("trak-*/manifest-*.json"))
+    assert manifests == ["manifest-0of2.json", "manifest-1of2.json"]
 
 
 def test_checkpoint_written_by_two_processes_restores_in_one(runs):
