@@ -67,7 +67,7 @@ def test_plain_inverse_of_singular_gram_is_what_broke():
     phi, _ = featurize(apply, p, targets[0], targets[1], jax.random.key(5), wrt="head", proj_dim=64)
     x, phi = np.asarray(x, np.float64), np.asarray(phi, np.float64)
     old = x @ np.linalg.inv(gram64(x)) @ phi.T * np.asarray(q)[:, None]
-    new = x @ kernel_inverse(gram64(x), n_rows=len(x)).astype(np.float64) @ phi.T * np.asarray(q)[:, None]
+    new = x @ kernel_inverse(gram64(x)).astype(np.float64) @ phi.T * np.asarray(q)[:, None]
     assert mean_pearson(new, ref) > 0.99
     assert mean_pearson(old, ref) < 0.9
 
@@ -75,7 +75,7 @@ def test_plain_inverse_of_singular_gram_is_what_broke():
 def test_full_rank_unchanged_and_report():
     x = np.random.default_rng(0).normal(size=(50, 8))
     xtx = x.T @ x
-    inv, info = kernel_inverse_info(xtx, 0.0, n_rows=50)
+    inv, info = kernel_inverse_info(xtx, 0.0)
     ref = np.linalg.inv(xtx)
     np.testing.assert_allclose(inv, ref / np.abs(ref).mean(), rtol=1e-5)
     assert info["method"] == "inverse" and info["rank"] == 8 and info["k"] == 8
@@ -83,8 +83,15 @@ def test_full_rank_unchanged_and_report():
     # "pinv" on a full-rank matrix is the inverse; a ridge makes a singular matrix full rank
     np.testing.assert_allclose(kernel_inverse(xtx, method="pinv"), inv, rtol=1e-5)
     low = x[:, :3] @ np.random.default_rng(1).normal(size=(3, 8))
-    assert kernel_inverse_info(low.T @ low, n_rows=50)[1]["rank"] == 3
-    assert kernel_inverse_info(low.T @ low, 1.0, n_rows=50)[1]["method"] == "inverse"
+    assert kernel_inverse_info(low.T @ low)[1]["rank"] == 3
+    assert kernel_inverse_info(low.T @ low, 1.0)[1]["method"] == "inverse"
+    # ill-conditioned but full rank (condition 1e8): inverted, not truncated
+    scaled = x * np.logspace(0, -4, 8)
+    assert kernel_inverse_info(scaled.T @ scaled)[1]["rank"] == 8
+    # the cut follows the trace of X^T X, not the number of rows: 10x the rows, 10x the cut
+    tall = np.concatenate([x] * 10)
+    t1, t10 = kernel_inverse_info(xtx)[1]["tolerance"], kernel_inverse_info(tall.T @ tall)[1]["tolerance"]
+    np.testing.assert_allclose(t10, 10 * t1, rtol=1e-9)
     with pytest.raises(ValueError):
         kernel_inverse(xtx, method="bogus")
     zero = kernel_inverse_info(np.zeros((4, 4)))

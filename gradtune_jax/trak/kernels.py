@@ -64,26 +64,34 @@ def featurize(apply_fn: ApplyFn, params: Any, x: Any, y_N: jax.Array, key: jax.A
 KERNEL_METHODS = ("auto", "inverse", "pinv")
 
 
-def default_rtol(k: int, n_rows: int | None = None) -> float:
-    """Relative eigenvalue cut `(max(n, k) * eps(float32))**2`: NumPy's/MATLAB's `matrix_rank`
-    rule `sigma < sigma_max * max(n, k) * eps` for the float32 features `X (n, k)`, squared
-    because the eigenvalues of `X^T X` are the squared singular values of `X`."""
-    return (max(k, n_rows or 0) * float(np.finfo(np.float32).eps)) ** 2
+# Feature errors assumed: up to ULPS float32 ulps per entry (rounding of the stored float32
+# features plus the accumulated rounding of the float32 gradient and projection computations).
+ULPS = 100.0
 
 
-def kernel_tolerance(eig_max: float, k: int, n_rows: int | None = None, rtol: float | None = None) -> float:
-    """Absolute eigenvalue cut: `rtol * eig_max` (`rtol` default: `default_rtol(k, n_rows)`)."""
-    return (default_rtol(k, n_rows) if rtol is None else rtol) * max(eig_max, 0.0)
+def kernel_tolerance(eigs_K: np.ndarray, rtol: float | None = None) -> float:
+    """Absolute eigenvalue cut of `A = X^T X + lambda I` from its eigenvalues.
+
+    Default: `(ULPS * eps32)**2 * trace(A)`. An error `E` of relative size `ULPS * eps32` in each
+    entry of the float32 features `X` has `||E||_2**2 <= ||E||_F**2 <= (ULPS * eps32)**2 *
+    ||X||_F**2` and `||X||_F**2 = trace(X^T X)`, so eigenvalues below the cut can be produced by
+    rounding alone (Weyl); it does not grow with n_train. Given `rtol`: `rtol * eig_max`.
+    """
+    eigs_K = np.asarray(eigs_K, np.float64)
+    if rtol is not None:
+        return float(rtol * max(eigs_K.max(), 0.0))
+    return float((ULPS * np.finfo(np.float32).eps) ** 2 * np.clip(eigs_K, 0.0, None).sum())
 
 
 def kernel_inverse_info(xtx_KK: np.ndarray, lambda_reg: float = 0.0, normalize: bool = True,
-                        dtype: Any = np.float64, method: str = "auto", rtol: float | None = None,
-                        n_rows: int | None = None) -> tuple[np.ndarray, dict]:
+                        dtype: Any = np.float64, method: str = "auto",
+                        rtol: float | None = None) -> tuple[np.ndarray, dict]:
     """Rank-safe `(X^T X + lambda I)^{-1}` and a report of what was done.
 
     The symmetric matrix `A = X^T X + lambda I` is eigendecomposed in `dtype` (float64 default).
-    Its numerical rank counts eigenvalues above `kernel_tolerance` (`rtol * lambda_max`, default
-    `default_rtol(k, n_rows)` = `(max(n_rows, k) * eps(float32))**2`, `n_rows` = rows of X).
+    Its numerical rank counts eigenvalues above `kernel_tolerance` (default
+    `(100 eps32)**2 trace(A)`: what 100 float32 ulps of error per feature entry can produce;
+    `rtol` given: `rtol * lambda_max`).
     `method="auto"` (default): the ordinary inverse when `A` has full numerical rank, else the pseudo-inverse on the eigenspace above the tolerance (directions
     below it are float32 rounding of a rank-deficient `X` - inverting them amplifies noise by
     up to 1e14, which is what a plain `inv` of a singular `A` returns). `"pinv"` always
@@ -100,7 +108,7 @@ def kernel_inverse_info(xtx_KK: np.ndarray, lambda_reg: float = 0.0, normalize: 
     a = 0.5 * (a + a.T) + lambda_reg * np.eye(k, dtype=dtype)
     w_K, v_KK = np.linalg.eigh(a)
     eig_max, eig_min = float(w_K[-1]), float(w_K[0])
-    tol = kernel_tolerance(eig_max, k, n_rows, rtol)
+    tol = kernel_tolerance(w_K, rtol)
     keep = w_K > tol
     rank = int(keep.sum())
     info = {"k": int(k), "rank": rank, "eig_max": eig_max, "eig_min": eig_min, "tolerance": float(tol),
@@ -123,11 +131,10 @@ def kernel_inverse_info(xtx_KK: np.ndarray, lambda_reg: float = 0.0, normalize: 
 
 
 def kernel_inverse(xtx_KK: np.ndarray, lambda_reg: float = 0.0, normalize: bool = True,
-                   dtype: Any = np.float64, method: str = "auto", rtol: float | None = None,
-                   n_rows: int | None = None) -> np.ndarray:
+                   dtype: Any = np.float64, method: str = "auto", rtol: float | None = None) -> np.ndarray:
     """`kernel_inverse_info` without the report: the rank-safe `inv(X^T X + lambda I)`
     (pseudo-inverse when rank deficient), normalised by its mean absolute entry."""
-    return kernel_inverse_info(xtx_KK, lambda_reg, normalize, dtype, method, rtol, n_rows)[0]
+    return kernel_inverse_info(xtx_KK, lambda_reg, normalize, dtype, method, rtol)[0]
 
 
 def gram64(x_NK: np.ndarray) -> np.ndarray:

@@ -191,7 +191,8 @@ def compute_scores(apply_fn: ApplyFn, checkpoints: Sequence[Any], train: tuple[A
       kernel_method: "auto" (default: inverse when `X^T X + lambda I` has full numerical rank,
         else the pseudo-inverse on its eigenspace above the tolerance), "pinv" or "inverse"
         (raises on a rank-deficient matrix); see `trak.kernels.kernel_inverse_info`.
-      kernel_rtol: relative eigenvalue tolerance (default `(max(n_train, k) * eps32)**2`).
+      kernel_rtol: eigenvalues below `kernel_rtol * eig_max` count as zero (default: the
+        `(100 eps32)**2 trace(X^T X)` of `trak.kernels.kernel_tolerance`).
       return_info: also return `{"kernel": [per-checkpoint {"k", "rank", "condition_number",
         "method", ...}]}`; the report is logged (logger `gradtune_jax.trak`) either way.
       store: a folder: featurise into a resumable on-disk feature store there (`trak.store`: one
@@ -236,8 +237,7 @@ def compute_scores(apply_fn: ApplyFn, checkpoints: Sequence[Any], train: tuple[A
         x_NK, q_N = featurize_dataset(apply_fn, params, train, key, desc=f"train features [{m}]", **kw)
         phi_TK, _ = featurize_dataset(apply_fn, params, targets, key, desc=f"target features [{m}]", **kw)
         xtx_KK = sum(gram64(x_NK[s:s + score_rows]) for s in range(0, n_train, score_rows))
-        kinv, kinfo = kernel_inverse_info(xtx_KK, lambda_reg, normalize, method=kernel_method, rtol=kernel_rtol,
-                                          n_rows=n_train)
+        kinv, kinfo = kernel_inverse_info(xtx_KK, lambda_reg, normalize, method=kernel_method, rtol=kernel_rtol)
         log_kernel(m, kinfo)
         infos.append(kinfo)
         kinv_KK = jnp.asarray(kinv)

@@ -228,8 +228,7 @@ class FeatureStore:
             for u in train_units:
                 g = gram64(self._load(u)[0])
                 xtx_KK = g if xtx_KK is None else xtx_KK + g
-            kinv, kinfo = kernel_inverse_info(xtx_KK, lambda_reg, normalize, method=kernel_method, rtol=kernel_rtol,
-                                              n_rows=n_train)
+            kinv, kinfo = kernel_inverse_info(xtx_KK, lambda_reg, normalize, method=kernel_method, rtol=kernel_rtol)
             log_kernel(m, kinfo)
             infos.append(kinfo)
             kinv_KK = jnp.asarray(kinv)
