@@ -155,6 +155,54 @@ def profile_figure(work: str) -> dict | None:
     return res
 
 
+def trak_figure(work: str) -> dict | None:
+    """The TRAK benchmark's JSON; for bench_trak_factorized's rows, plus each projector against
+    traker (throughput and peak-memory ratios) when traker ran in the same run."""
+    res = load_json(os.path.join(work, "trak.json"))
+    if not res or "rows" not in res:
+        return res
+    ref = next((r for r in res["rows"] if str(r.get("projector", "")).startswith("traker") and "examples_per_s" in r),
+               None)
+    if ref:
+        res["vs_traker"] = {r["projector"]: {"throughput": r["examples_per_s"] / ref["examples_per_s"],
+                                             "peak_mib": r["peak_mib"] / ref["peak_mib"] if ref.get("peak_mib") else None}
+                            for r in res["rows"] if "examples_per_s" in r and r is not ref}
+    return res
+
+
+def headline(figs: dict) -> dict:
+    """One line of ratios per figure (what the docs table quotes); absent figures are left out."""
+    out: dict = {}
+    p = figs["1_pytest"]
+    if "missing" not in p:
+        out["1_pytest"] = {"passed": p["passed"], "failed": p["failed"] + p["error"],
+                           "collection_errors": len(p["collection_errors"]), "gpu_only_failures": p["gpu_only_failures"]}
+    t = figs["2_table1"]
+    if "missing" not in t:
+        deltas = [abs(r["delta_wga"]) for r in t["rows"] if "delta_wga" in r]
+        out["2_table1"] = {"seconds": t["seconds"], "cpu_seconds_over_device_seconds": t.get("cpu_seconds_over_device_seconds"),
+                           "max_abs_delta_wga": max(deltas) if deltas else None}
+    r = figs["3_resnet50"]
+    if "missing" not in r:
+        out["3_resnet50"] = {f"{x['dtype']}-{x['batch_size']}-{x['parallel']}": {"jax_img_s": x["jax"],
+                                                                                 "jax_over_torch": x.get("ratio")}
+                             for x in r["rows"]}
+    g = figs["4_gradnorm"]
+    if "missing" not in g:
+        out["4_gradnorm"] = {k: g.get(k) for k in ("vmap_over_closed_form", "max_rel_err", "max_abs_err")}
+    k = figs["5_trak"]
+    if "missing" not in k and "rows" in k:
+        out["5_trak"] = {"factorized_over_dense": next((x["ratio_factorized_over_dense"] for x in k["rows"]
+                                                        if "ratio_factorized_over_dense" in x), None),
+                         "vs_traker": k.get("vs_traker")}
+    q = figs["6_profile"]
+    if "missing" not in q:
+        out["6_profile"] = {"step_over_matmul": q.get("step_over_matmul"), "img_per_s": q.get("img_per_s"),
+                            "top_op": (q.get("top") or [{}])[0].get("name"),
+                            "top_op_share": (q.get("top") or [{}])[0].get("share")}
+    return out
+
+
 def device_name(env: dict) -> str:
     """The accelerator's name: nvidia-smi's first field, else JAX's device kind."""
     smi = env.get("nvidia_smi") or ""
@@ -171,7 +219,7 @@ def build(work: str) -> dict:
     name = device_name(env)
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     figs = {"1_pytest": pytest_figure(work), "2_table1": table1_figure(work, smoke), "3_resnet50": resnet_figure(work),
-            "4_gradnorm": load_json(os.path.join(work, "gradnorm.json")), "5_trak": load_json(os.path.join(work, "trak.json")),
+            "4_gradnorm": load_json(os.path.join(work, "gradnorm.json")), "5_trak": trak_figure(work),
             "6_profile": profile_figure(work)}
     for key, fig in figs.items():
         if fig is None:
@@ -188,7 +236,7 @@ def build(work: str) -> dict:
             "results_name": f"{'smoke-' if smoke else ''}{slug(name)}-{date}.json",
             "python": env.get("python"), "versions": env.get("packages"), "git_commit": os.environ.get("GIT_COMMIT") or env.get("git_commit"),
             "env_errors": {k: env[k] for k in ("jax_error", "gradtune_jax_error") if k in env},
-            "steps": steps, "figures": figs}
+            "steps": steps, "headline": headline(figs), "figures": figs}
 
 
 def fmt(x: Any, spec: str = ".2f") -> str:
@@ -245,6 +293,8 @@ def summary(rep: dict) -> str:
         lines.append(f"5 trak: {k['missing']}")
     elif "rows" in k:  # benchmarks/bench_trak_factorized.py
         lines.append("5 trak featurisation (bench_trak_factorized):")
+        for v, x2 in (k.get("vs_traker") or {}).items():
+            lines.append(f"    {v} / traker: throughput x{x2['throughput']:.2f}, peak memory x{fmt(x2['peak_mib'])}")
         for x in k["rows"]:
             if "examples_per_s" in x:
                 lines.append(f"    {x['model']} {x['projector']:<22} k={x.get('k')} batch {x.get('batch')}: "

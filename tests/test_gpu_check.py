@@ -56,6 +56,11 @@ def test_report_assembles_figures_ratios_and_missing_steps(tmp_path, monkeypatch
                                                       "torch_step_ms": 2.0, "ratio": 1.5}]})
     write(str(work / "resnet50_pmap.json"), {"meta": {"image_size": 224}, "torch": {"used": False, "reason": "x"},
                                              "rows": [{**row, "parallel": "pmap", "jax": 1000.0}]})
+    write(str(work / "trak.json"), {"rows": [
+        {"model": "resnet18", "projector": "dense", "examples_per_s": 10.0, "peak_mib": 200.0},
+        {"model": "resnet18", "projector": "factorized", "examples_per_s": 40.0, "peak_mib": 100.0},
+        {"model": "resnet18", "ratio_factorized_over_dense": 4.0},
+        {"model": "resnet18", "projector": "traker 0.3.2 (dense)", "examples_per_s": 20.0, "peak_mib": 400.0}]})
     monkeypatch.setenv("SMOKE", "0")
     assert report.main([str(work), str(out)]) == 0
     rep = json.loads((out / "gpu_check.json").read_text())
@@ -66,6 +71,12 @@ def test_report_assembles_figures_ratios_and_missing_steps(tmp_path, monkeypatch
     assert {f["nodeid"]: f["on_cpu_same_machine"] for f in p["failures"]} == {"t.py::b": "passed", "t.py::c": "failed"}
     rows = rep["figures"]["3_resnet50"]["rows"]
     assert [(r["parallel"], r["ratio"]) for r in rows] == [("jit", 1.5), ("pmap", 0.5)]  # pmap vs the jit run's torch
+    assert rep["figures"]["5_trak"]["vs_traker"] == {"dense": {"throughput": 0.5, "peak_mib": 0.5},
+                                                     "factorized": {"throughput": 2.0, "peak_mib": 0.25}}
+    assert rep["headline"]["3_resnet50"]["bf16-256-pmap"] == {"jax_img_s": 1000.0, "jax_over_torch": 0.5}
+    assert rep["headline"]["5_trak"]["factorized_over_dense"] == 4.0
+    assert rep["headline"]["1_pytest"] == {"passed": 1, "failed": 2, "collection_errors": 1, "gpu_only_failures": 1}
+    assert "2_table1" not in rep["headline"]
     assert rep["figures"]["2_table1"] == {"missing": "table1: timeout killed at its 120s cap"}
     assert rep["figures"]["4_gradnorm"] == {"missing": "not run (not selected)"}
     text = (out / "summary.txt").read_text()
