@@ -250,6 +250,8 @@ def summary(rep: dict) -> str:
              f"(jax backend {d['jax_backend']}, {len(d['jax_devices'] or [])} device(s)); "
              f"jax {(rep['versions'] or {}).get('jax')}, torch {(rep['versions'] or {}).get('torch')}; "
              f"{rep['elapsed_s']}s of {rep['budget_s']}s budget; save as benchmarks/results/{rep['results_name']}"]
+    for key, err in (rep.get("env_errors") or {}).items():
+        lines.append(f"ENV {key}: {err[:300]}")
     lines.append("steps: " + ", ".join(f"{k} {s['status']} {s.get('seconds', 0)}s" for k, s in rep["steps"].items()))
     p = f["1_pytest"]
     if "missing" in p:
