@@ -1,14 +1,14 @@
 """Full retraining with model selection over epochs (shared by JTT, GroupDRO, RWG, SUBG).
 
-Under a searching regime `fit` trains a few epochs at a time (one jitted step shared by all
-chunks; chunk c draws its batches from a seed derived from `(seed, c)`); after each chunk the
+Under a searching regime `fit` trains a few epochs at a time (the recipe's data-parallel step,
+one jitted step shared by all chunks and fits; chunk c draws its batches from a seed derived
+from `(seed, c)`); after each chunk the
 model is scored on the model-selection half of validation by the regime (`oracle`: WGA,
 `worst-class`: worst-class accuracy) and the best scored epoch is kept, as the papers' early
 stopping does. `fixed` trains in one `fit` call and keeps the last epoch.
 """
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
@@ -20,7 +20,7 @@ from gradtune_jax.methods.selection import check_regime, hide_groups, selection_
 from gradtune_jax.train.loop import fit, predict
 from gradtune_jax.train.recipe import InitFn, Recipe
 from gradtune_jax.train.state import TrainState
-from gradtune_jax.train.steps import LossFn, train_step, weighted_ce
+from gradtune_jax.train.steps import LossFn, weighted_ce
 
 
 def derive(recipe: Recipe, epochs: int | None = None, **changes) -> Recipe:
@@ -57,7 +57,6 @@ def train_selected(ds: GroupDataset, recipe: Recipe, seed: int, *, val_select: S
         state, _ = fit(state, train, recipe, **kw)
         return state, {"epoch": recipe.epochs, "epoch_scores": [], "recipe": record}
     val = val_select if regime == "oracle" else hide_groups(val_select)
-    kw["step_fn"] = jax.jit(functools.partial(train_step, loss_fn=loss_fn), donate_argnums=0)
     best, best_epoch, best_score, scores = None, 0, -np.inf, []
     every = -(-recipe.epochs // max_evals)
     done = 0
