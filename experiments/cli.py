@@ -19,6 +19,7 @@ from experiments import common
 from experiments.configs import ExperimentConfig, get_config, preset_names, scaled_pipeline
 from experiments.runner import config_dict
 from gradtune_jax.data.dataset import GroupDataset
+from gradtune_jax.data.digits_celeba import CELEBA_QUICK_COUNTS
 from gradtune_jax.data.registry import load_dataset
 from gradtune_jax.data.validate import check_classes
 from gradtune_jax.errors import UserError
@@ -33,6 +34,8 @@ QUICK_COUNTS = {"train": (120, 12, 8, 60), "val": (40, 40, 20, 20), "test": (40,
 QUICK_ERM = {"epochs": 2, "batch_size": 32}
 QUICK_FT_EPOCHS = 100
 QUICK_SIZE = 40  # M' under --quick (the quick held-out set has 60 examples); k = 0.8 M'
+# --quick counts of each embedded dataset (with --data-seed; 8x8 images, the tiny CNN)
+QUICK_EMBEDDED = {"digits": QUICK_COUNTS, "digits_celeba": CELEBA_QUICK_COUNTS}
 
 
 def add_data_args(p: common.ArgumentParser) -> None:
@@ -152,7 +155,7 @@ def config_from_args(args, paper: str | None = None) -> ExperimentConfig:
                                       ("weights", opt("weights"))) if v is not None})
     if opt("precision"):
         changes["mixed_precision"] = opt("precision") == "bf16"
-    model = args.model or ("tiny_cnn" if quick and args.dataset == "digits" else None)
+    model = args.model or ("tiny_cnn" if quick and args.dataset in QUICK_EMBEDDED else None)
     if model:
         changes["model"] = model
     if rec.pipeline is not None and opt("image_size"):
@@ -175,10 +178,10 @@ def config_from_args(args, paper: str | None = None) -> ExperimentConfig:
                     optim=_replace(gt.head.optim, lr=opt("ft_lr"), weight_decay=opt("ft_wd"),
                                    momentum=opt("ft_momentum")))
     kwargs = dict(cfg.dataset_kwargs)
-    if args.dataset == "digits":
+    if args.dataset in QUICK_EMBEDDED:
         kwargs["seed"] = args.data_seed
         if quick:
-            kwargs.update(counts=QUICK_COUNTS, size=8)
+            kwargs.update(counts=QUICK_EMBEDDED[args.dataset], size=8)
     tokenizer = opt("tokenizer_dir") or (opt("weights") if recipe.model.startswith("bert") else None)
     for key, val in (("data_dir", opt("data_dir")), ("image_size", opt("image_size")), ("tokenizer_dir", tokenizer)):
         if val is not None:

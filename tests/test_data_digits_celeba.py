@@ -101,3 +101,23 @@ def test_registry_and_bad_arguments():
         make_digits_celeba(cue=1.5, counts=SMALL)
     with pytest.raises(ValueError, match="size"):
         make_digits_celeba(size=12, counts=SMALL)
+
+
+def test_cli_preset_quick_and_data_seed(tmp_path):
+    """`--dataset digits_celeba`: the preset (small CNN, 10 epochs, full counts); `--quick` swaps in
+    the quick counts at 8x8 and the tiny CNN; `--data-seed` reaches the builder; retraining
+    baselines use the embedded (short) recipes."""
+    from experiments import cli, table1
+    from gradtune_jax.methods.baselines import family
+
+    parse = table1.build_parser().parse_args
+    full = cli.config_from_args(parse(["--dataset", "digits_celeba", "--out", str(tmp_path)]))
+    assert full.dataset == "digits_celeba" and full.recipe.model == "small_cnn" and full.recipe.epochs == 10
+    assert full.dataset_kwargs == {"seed": 0} and full.gradtune.size == 500 and full.gradtune.k == 400
+    quick = cli.config_from_args(parse(["--dataset", "digits_celeba", "--quick", "--data-seed", "3", "--out",
+                                        str(tmp_path)]))
+    assert quick.dataset_kwargs == {"seed": 3, "counts": CELEBA_QUICK_COUNTS, "size": 8}
+    assert quick.recipe.model == "tiny_cnn" and quick.seeds == (0,)
+    ds = load_dataset(quick.dataset, verbose=False, **quick.dataset_kwargs)
+    assert ds.train.x.shape[1:] == (8, 8, 3) and family(ds) == "embedded"
+    assert not np.array_equal(ds.train.x[:5], make_digits_celeba(seed=0, size=8, counts=CELEBA_QUICK_COUNTS).train.x[:5])

@@ -51,7 +51,7 @@ PAPER_ORDER = ("group_dro", "jtt", "dfr", "self", "afr", "erm", "random_finetune
                "cb_llr", "rwg", "subg")
 
 
-EMBEDDED = ("digits",)  # datasets trained from scratch on CPU: shorter retraining recipes
+EMBEDDED = ("digits", "digits_celeba")  # datasets trained from scratch on CPU: shorter retraining recipes
 
 
 def family(ds: GroupDataset) -> str:
