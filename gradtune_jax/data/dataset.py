@@ -149,7 +149,10 @@ def dataset_fingerprint(ds: GroupDataset) -> str:
     for k, v in sorted(ds.info.items()):
         h.update(f"info:{k}".encode())
         for leaf in jax.tree.leaves(v):  # arrays (a features file's head) by their bytes
-            _leaf_digest(h, leaf) if isinstance(leaf, np.ndarray) else h.update(repr(leaf).encode())
+            if isinstance(leaf, np.ndarray):
+                _leaf_digest(h, leaf)
+            else:
+                h.update(repr(leaf).encode())
     for s in SPLITS:
         sp = ds.split(s)
         for arr in (sp.y, sp.a) + (() if sp.group_masks is None else (sp.group_masks,)):

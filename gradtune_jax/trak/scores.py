@@ -148,6 +148,21 @@ def log_kernel(m: int, info: dict) -> None:
     (LOG.warning if info["method"] == "pinv" else LOG.info)(msg)
 
 
+def _finish_scores(scores_NT: np.ndarray, tmp: str | None, out: str | None, q_sum_N: np.ndarray,
+                   n_models: int, rows: int) -> np.ndarray:
+    """traker's finalisation `tau = S / M * mean_m(Q_m)`, block by block; a memory-mapped output
+    (`_open_out`) is flushed and moved into place atomically and returned read-only."""
+    q_mean_N = (q_sum_N / n_models).astype(np.float32)
+    for s in range(0, len(q_mean_N), rows):
+        scores_NT[s:s + rows] = scores_NT[s:s + rows] / n_models * q_mean_N[s:s + rows, None]
+    if tmp is None:
+        return scores_NT
+    scores_NT.flush()
+    del scores_NT
+    os.replace(tmp, out)
+    return np.load(out, mmap_mode="r")
+
+
 def _open_out(out: str | None, shape: tuple[int, int]) -> tuple[np.ndarray, str | None]:
     if out is None:
         return np.zeros(shape, np.float32), None
@@ -245,13 +260,5 @@ def compute_scores(apply_fn: ApplyFn, checkpoints: Sequence[Any], train: tuple[A
         for s in range(0, n_train, score_rows):
             scores_NT[s:s + score_rows] += np.asarray(score_block(x_NK[s:s + score_rows], kinv_KK, phi_TK))
         q_sum_N += q_N
-    n_models = len(checkpoints)
-    q_mean_N = (q_sum_N / n_models).astype(np.float32)
-    for s in range(0, n_train, score_rows):
-        scores_NT[s:s + score_rows] = scores_NT[s:s + score_rows] / n_models * q_mean_N[s:s + score_rows, None]
-    if tmp is not None:
-        scores_NT.flush()
-        del scores_NT
-        os.replace(tmp, out)
-        scores_NT = np.load(out, mmap_mode="r")
+    scores_NT = _finish_scores(scores_NT, tmp, out, q_sum_N, len(checkpoints), score_rows)
     return (scores_NT, {"kernel": infos}) if return_info else scores_NT

@@ -43,7 +43,7 @@ from gradtune_jax.errors import UserError
 from gradtune_jax.io import atomic_save_npz, atomic_write_json
 from gradtune_jax.progress import progress as progress_bar
 from gradtune_jax.trak.kernels import ApplyFn, gram64, kernel_inverse_info, score_block
-from gradtune_jax.trak.scores import (_num, _open_out, chunk_rows, default_mesh, log_kernel, make_featurizer,
+from gradtune_jax.trak.scores import (_finish_scores, _num, _open_out, chunk_rows, default_mesh, log_kernel, make_featurizer,
                                       padded_chunk)
 
 FORMAT = 1
@@ -239,12 +239,4 @@ class FeatureStore:
                 s = u[2] * rows
                 scores_NT[s:s + len(x_NK)] += np.asarray(score_block(jnp.asarray(x_NK), kinv_KK, phi_TK))
                 q_sum_N[s:s + len(x_NK)] += q_N
-        q_mean_N = (q_sum_N / n_models).astype(np.float32)
-        for s in range(0, n_train, rows):
-            scores_NT[s:s + rows] = scores_NT[s:s + rows] / n_models * q_mean_N[s:s + rows, None]
-        if tmp is not None:
-            scores_NT.flush()
-            del scores_NT
-            os.replace(tmp, out)
-            scores_NT = np.load(out, mmap_mode="r")
-        return scores_NT, {"kernel": infos, "store": self.path}
+        return _finish_scores(scores_NT, tmp, out, q_sum_N, n_models, rows), {"kernel": infos, "store": self.path}
